@@ -1,0 +1,216 @@
+"""The one place that talks to Azure Table Storage.
+
+Repositories (``mappings.py`` and the ones that follow) build on :class:`TableStore`: it creates a
+table the first time it is used, turns the SDK's ETag and existence errors into
+:class:`ConflictError` / :class:`NotFoundError`, and pages queries with an opaque continuation
+token. Filters always go through the SDK's ``@name`` parameter substitution: callers pass values,
+never pre-formatted filter text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from sync_core.config import StorageSettings
+
+Entity = dict[str, Any]
+
+# Characters Table Storage forbids in PartitionKey / RowKey, plus '%' so the encoding is reversible.
+_KEY_UNSAFE = {c: f"%{ord(c):02X}" for c in "%/\\#?"} | {
+    chr(i): f"%{i:02X}" for i in list(range(0x20)) + list(range(0x7F, 0xA0))
+}
+
+
+def encode_key(value: str) -> str:
+    """A Table Storage key for any string (reversible with :func:`decode_key`)."""
+    return "".join(_KEY_UNSAFE.get(c, c) for c in value)
+
+
+def decode_key(key: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(key)
+
+
+class StoreError(Exception):
+    """Table Storage could not do what was asked."""
+
+
+class ConflictError(StoreError):
+    """The entity changed since it was read (ETag mismatch), or it already exists."""
+
+
+class NotFoundError(StoreError):
+    """No entity with these keys."""
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Entity]
+    continuation: str | None  # opaque; pass back to get the next page, None on the last page
+
+
+def _encode_continuation(token: Mapping[str, str] | None) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(dict(token)).encode()).decode()
+
+
+def _decode_continuation(token: str | None) -> dict[str, str] | None:
+    if not token:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError):
+        raise ValueError("continuation token is not valid") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("continuation token is not valid")
+    return value
+
+
+class TableStore:
+    """Tables of one storage account; each table is created on first use."""
+
+    def __init__(self, service: TableServiceClient) -> None:
+        self._service = service
+        self._ready: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, storage: StorageSettings) -> TableStore:
+        if storage.connection_string:
+            return cls(TableServiceClient.from_connection_string(storage.connection_string))
+        from sync_core.identity import azure_credential
+
+        assert storage.table_endpoint
+        return cls(
+            TableServiceClient(storage.table_endpoint, credential=azure_credential(storage.client_id))
+        )
+
+    def table(self, name: str) -> TableClient:
+        client = self._ready.get(name)
+        if client is None:
+            with self._lock:
+                client = self._ready.get(name)
+                if client is None:
+                    client = self._service.create_table_if_not_exists(name)
+                    self._ready[name] = client
+        return client
+
+    def ping(self) -> None:
+        """Raise if the account cannot be reached (used by health checks and the doctor)."""
+        next(iter(self._service.list_tables(results_per_page=1).by_page()), None)
+
+    # -- single entities ---------------------------------------------------------------------
+
+    def get(self, table: str, partition: str, row: str) -> Entity | None:
+        try:
+            return _plain(self.table(table).get_entity(partition, row))
+        except ResourceNotFoundError:
+            return None
+
+    def insert(self, table: str, entity: Entity) -> str:
+        """Create; :class:`ConflictError` if it exists. Returns the new ETag."""
+        try:
+            return str(self.table(table).create_entity(entity)["etag"])
+        except ResourceExistsError:
+            raise ConflictError(
+                f"{table}: an entry {entity['PartitionKey']}/{entity['RowKey']} already exists"
+            ) from None
+
+    def replace(self, table: str, entity: Entity, etag: str) -> str:
+        """Replace only if unchanged since ``etag`` was read; returns the new ETag."""
+        try:
+            result = self.table(table).update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError:
+            raise ConflictError(
+                f"{table}: {entity['PartitionKey']}/{entity['RowKey']} was changed by someone else; "
+                "read it again and retry"
+            ) from None
+        except ResourceNotFoundError:
+            raise NotFoundError(
+                f"{table}: {entity['PartitionKey']}/{entity['RowKey']} no longer exists"
+            ) from None
+        return str(result["etag"])
+
+    def upsert(self, table: str, entity: Entity) -> str:
+        """Write regardless of what is there (for records with a single writer)."""
+        return str(self.table(table).upsert_entity(entity, mode=UpdateMode.REPLACE)["etag"])
+
+    def delete(self, table: str, partition: str, row: str, etag: str | None = None) -> bool:
+        """Delete; with ``etag`` only if unchanged. False if it did not exist."""
+        client = self.table(table)
+        try:
+            if etag is None:
+                # The SDK answers a missing entity with success; look first to report it.
+                if self.get(table, partition, row) is None:
+                    return False
+                client.delete_entity(partition, row)
+            else:
+                client.delete_entity(
+                    partition, row, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except ResourceModifiedError:
+            raise ConflictError(
+                f"{table}: {partition}/{row} was changed by someone else; read it again and retry"
+            ) from None
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def query_page(
+        self,
+        table: str,
+        filter: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = 100,
+        continuation: str | None = None,
+    ) -> Page:
+        """One page of a query. ``filter`` uses ``@name`` placeholders filled from ``parameters``."""
+        pages = (
+            self.table(table)
+            .query_entities(filter, parameters=dict(parameters or {}), results_per_page=page_size)
+            .by_page(continuation_token=_decode_continuation(continuation))
+        )
+        try:
+            items = [_plain(e) for e in next(pages)]
+        except StopIteration:
+            return Page([], None)
+        except HttpResponseError as exc:
+            raise StoreError(f"{table}: query failed ({exc.reason})") from exc
+        return Page(items, _encode_continuation(pages.continuation_token))  # type: ignore[attr-defined]
+
+    def query(
+        self, table: str, filter: str, parameters: Mapping[str, Any] | None = None
+    ) -> Iterator[Entity]:
+        """Every entity matching ``filter``, page after page."""
+        for entity in self.table(table).query_entities(
+            filter, parameters=dict(parameters or {}), results_per_page=1000
+        ):
+            yield _plain(entity)
+
+
+def _plain(entity: Any) -> Entity:
+    """A plain dict with the ETag under ``etag`` (the SDK keeps it in metadata)."""
+    plain = dict(entity)
+    plain["etag"] = entity.metadata["etag"]
+    return plain

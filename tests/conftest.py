@@ -63,3 +63,68 @@ def settings_env(storage: str) -> dict[str, str]:
     env = example_settings()
     env["AzureWebJobsStorage"] = storage
     return env
+
+
+class LocalHost:
+    """`python -m devhost` in a subprocess, for tests over real HTTP."""
+
+    def __init__(self, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from devhost.azurite import free_port
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
+        full_env.update(env)
+        import tempfile
+
+        # A file, not a pipe: nobody reads while tests run, and a full pipe would block the host.
+        self.log = tempfile.NamedTemporaryFile(prefix="devhost-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--port", str(self.port), *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> LocalHost:
+        import time
+
+        from devhost.azurite import port_open
+
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("devhost did not start in time")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> str:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.output()
+
+
+@pytest.fixture
+def function_host(settings_env: dict[str, str]) -> Iterator[LocalHost]:
+    """The product's function app served by the local host, with a function key."""
+    env = settings_env | {"FUNCTIONS_KEY": "test-function-key"}
+    host = LocalHost(env).wait_ready()
+    yield host
+    host.stop()

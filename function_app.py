@@ -1,0 +1,61 @@
+"""Azure Functions entry point: every trigger, thin. The logic lives in ``sync_core``."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from sync_core import api
+from sync_core.config import get_settings
+from sync_core.web import Handler, Request, serve
+
+# Validate every setting at start-up: a bad one stops the app with one line naming it.
+get_settings()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+# host.json sets routePrefix "" and every route spells out "api/": the Functions host rejects
+# route templates that begin with "admin" (its own reserved space), which "admin/..." under the
+# default "api" prefix would.
+
+
+def _http(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    request = Request(
+        method=req.method,
+        url=req.url,
+        route=dict(req.route_params),
+        query=dict(req.params),
+        headers={k.lower(): v for k, v in req.headers.items()},
+        body=req.get_body() or b"",
+    )
+    response = serve(handler, request)
+    return func.HttpResponse(response.body, status_code=response.status, headers=dict(response.headers))
+
+
+@app.function_name("health")
+@app.route(route="api/health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.health, req)
+
+
+@app.function_name("mappings_list")
+@app.route(route="api/admin/mappings", methods=["GET"])
+def mappings_list(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.list_mappings, req)
+
+
+@app.function_name("mappings_get")
+@app.route(route="api/admin/mappings/{resource_id}", methods=["GET"])
+def mappings_get(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.get_mapping, req)
+
+
+@app.function_name("mappings_put")
+@app.route(route="api/admin/mappings/{resource_id}", methods=["PUT"])
+def mappings_put(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.put_mapping, req)
+
+
+@app.function_name("mappings_delete")
+@app.route(route="api/admin/mappings/{resource_id}", methods=["DELETE"])
+def mappings_delete(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.delete_mapping, req)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Sets up the project (virtual environment, Python packages, Azurite from npm) and then runs
+# the product locally (`run`), the whole test suite (`test`) or just the linters (`lint`).
+# Idempotent: a second call only reinstalls what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+PY="$VENV/bin/python"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+find_python() {
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "error: Python 3.11 is required (python3.11 not found)" >&2; return 1
+}
+
+stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+
+setup() {
+  local python requirements_sha node_sha
+  if [ ! -x "$PY" ]; then
+    python="$(find_python)"
+    log "creating virtual environment $VENV ($("$python" --version))"
+    "$python" -m venv "$VENV"
+  fi
+  requirements_sha="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+  if ! stamp_matches "$VENV/.requirements.sha" "$requirements_sha"; then
+    log "installing Python packages (requirements-dev.txt)"
+    "$PY" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    echo "$requirements_sha" > "$VENV/.requirements.sha"
+  fi
+  command -v npm >/dev/null 2>&1 || { echo "error: Node.js 20 with npm is required for Azurite" >&2; exit 1; }
+  node_sha="$(sha256sum package-lock.json | cut -d' ' -f1)"
+  if [ ! -x node_modules/.bin/azurite ] || ! stamp_matches node_modules/.package-lock.sha "$node_sha"; then
+    log "installing Azurite from npm (package-lock.json)"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$node_sha" > node_modules/.package-lock.sha
+  fi
+}
+
+lint() {
+  log "ruff"
+  "$PY" -m ruff check .
+  "$PY" -m ruff format --check .
+  log "mypy"
+  "$PY" -m mypy
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  lint) setup; lint ;;
+  test)
+    setup
+    lint
+    log "pytest (starts its own Azurite and local services)"
+    "$PY" -m pytest "${@:2}"
+    ;;
+  run)
+    setup
+    if [ ! -f local.settings.json ]; then
+      log "creating local.settings.json from local.settings.example.json"
+      cp local.settings.example.json local.settings.json
+    fi
+    exec "$PY" scripts/local_stack.py "${@:2}"
+    ;;
+  *) echo "usage: scripts/dev.sh setup|run|test|lint" >&2; exit 2 ;;
+esac

@@ -1,0 +1,68 @@
+"""HTTP handlers: parse the request, call the operation, shape the answer. No Functions types."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from sync_core import admin
+from sync_core.problems import ValidationFailed
+from sync_core.services import services
+from sync_core.store.mappings import Mapping
+from sync_core.web import Request, Response, json_response
+
+
+def health(request: Request) -> Response:
+    return json_response(200, {"status": "ok"})
+
+
+def _mapping_response(status: int, mapping: Mapping, extra: dict[str, str] | None = None) -> Response:
+    headers = {"ETag": mapping.etag or "", **(extra or {})}
+    return json_response(status, mapping.to_json(), headers)
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit():
+        raise ValidationFailed.single(name, "must be a whole number")
+    return int(text)
+
+
+def list_mappings(request: Request) -> Response:
+    mappings, continuation = admin.list_mappings(
+        services().mappings,
+        page_size=_int_param(request, "limit", 100),
+        continuation=request.query.get("continuation") or None,
+        mailbox=request.query.get("mailbox") or None,
+    )
+    return json_response(
+        200, {"value": [m.to_json() for m in mappings], "continuation": continuation}
+    )
+
+
+def get_mapping(request: Request) -> Response:
+    return _mapping_response(200, admin.get_mapping(services().mappings, request.route["resource_id"]))
+
+
+def put_mapping(request: Request) -> Response:
+    resource_id = request.route["resource_id"]
+    body = request.json()
+    result = admin.put_mapping(
+        services().mappings, resource_id, body, if_match=request.header("if-match")
+    )
+    if result.created:
+        location = f"/api/admin/mappings/{quote(resource_id, safe='')}"
+        return _mapping_response(201, result.mapping, {"Location": location})
+    return _mapping_response(200, result.mapping)
+
+
+def delete_mapping(request: Request) -> Response:
+    if request.query.get("purge", "false").lower() not in ("false", "0", ""):
+        raise ValidationFailed.single(
+            "purge", "is not supported by this version; delete without purge"
+        )
+    admin.delete_mapping(
+        services().mappings, request.route["resource_id"], if_match=request.header("if-match")
+    )
+    return Response(204)

@@ -1,0 +1,119 @@
+"""Mappings: which platform resource is kept in step with which Microsoft 365 mailbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from sync_core.store.tables import Entity, TableStore, encode_key
+
+Privacy = Literal["full", "busy_only"]
+PRIVACY_LEVELS: tuple[Privacy, ...] = ("full", "busy_only")
+
+TABLE = "mappings"
+PARTITION = "mapping"  # one partition: an admin lists them all; 10,000 rows page fine
+
+
+@dataclass(frozen=True)
+class Mapping:
+    resource_id: str
+    mailbox: str  # SMTP address, lower case
+    privacy: Privacy
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    etag: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "resource_id": self.resource_id,
+            "mailbox": self.mailbox,
+            "privacy": self.privacy,
+            "enabled": self.enabled,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "etag": self.etag,
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _to_entity(mapping: Mapping) -> Entity:
+    return {
+        "PartitionKey": PARTITION,
+        "RowKey": encode_key(mapping.resource_id),
+        "ResourceId": mapping.resource_id,
+        "Mailbox": mapping.mailbox,
+        "Privacy": mapping.privacy,
+        "Enabled": mapping.enabled,
+        "CreatedAt": mapping.created_at,
+        "UpdatedAt": mapping.updated_at,
+    }
+
+
+def _from_entity(entity: Entity) -> Mapping:
+    return Mapping(
+        resource_id=entity["ResourceId"],
+        mailbox=entity["Mailbox"],
+        privacy=entity["Privacy"],
+        enabled=bool(entity["Enabled"]),
+        created_at=entity["CreatedAt"],
+        updated_at=entity["UpdatedAt"],
+        etag=entity.get("etag"),
+    )
+
+
+class MappingRepository:
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def get(self, resource_id: str) -> Mapping | None:
+        entity = self.tables.get(TABLE, PARTITION, encode_key(resource_id))
+        return _from_entity(entity) if entity else None
+
+    def list_page(
+        self, *, page_size: int = 100, continuation: str | None = None, mailbox: str | None = None
+    ) -> tuple[list[Mapping], str | None]:
+        filter, parameters = "PartitionKey eq @pk", {"pk": PARTITION}
+        if mailbox is not None:
+            filter += " and Mailbox eq @mailbox"
+            parameters["mailbox"] = mailbox.lower()
+        page = self.tables.query_page(
+            TABLE, filter, parameters, page_size=page_size, continuation=continuation
+        )
+        return [_from_entity(e) for e in page.items], page.continuation
+
+    def all(self, *, enabled_only: bool = False) -> Iterator[Mapping]:
+        filter = "PartitionKey eq @pk" + (" and Enabled eq true" if enabled_only else "")
+        for entity in self.tables.query(TABLE, filter, {"pk": PARTITION}):
+            yield _from_entity(entity)
+
+    def by_mailbox(self, mailbox: str) -> list[Mapping]:
+        return [
+            _from_entity(e)
+            for e in self.tables.query(
+                TABLE, "PartitionKey eq @pk and Mailbox eq @mailbox",
+                {"pk": PARTITION, "mailbox": mailbox.lower()},
+            )
+        ]  # fmt: skip
+
+    def create(self, mapping: Mapping) -> Mapping:
+        """Insert; ``ConflictError`` if the resource is already mapped."""
+        return replace(mapping, etag=self.tables.insert(TABLE, _to_entity(mapping)))
+
+    def replace(self, mapping: Mapping) -> Mapping:
+        """Overwrite, guarded by ``mapping.etag``; ``ConflictError`` if it changed meanwhile."""
+        if mapping.etag is None:
+            raise ValueError("replace needs the ETag the mapping was read with")
+        return replace(mapping, etag=self.tables.replace(TABLE, _to_entity(mapping), mapping.etag))
+
+    def delete(self, resource_id: str, etag: str | None = None) -> bool:
+        return self.tables.delete(TABLE, PARTITION, encode_key(resource_id), etag)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,129 @@
+"""The table and queue layer against a real Azurite."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from sync_core.store.mappings import Mapping, MappingRepository, now
+from sync_core.store.queues import QueueStore, decode_message, encode_message
+from sync_core.store.tables import ConflictError, NotFoundError, TableStore, decode_key, encode_key
+
+
+def mapping(resource_id: str, mailbox: str = "room@contoso.example") -> Mapping:
+    moment = now()
+    return Mapping(resource_id, mailbox, "full", True, moment, moment)
+
+
+def test_tables_are_created_on_first_use(tables: TableStore) -> None:
+    assert tables.get("fresh", "p", "r") is None
+    names = [t.name for t in tables._service.list_tables()]
+    assert "fresh" in names
+
+
+def test_etag_guards_replace_and_delete(tables: TableStore) -> None:
+    etag = tables.insert("things", {"PartitionKey": "p", "RowKey": "r", "Value": 1})
+    newer = tables.replace("things", {"PartitionKey": "p", "RowKey": "r", "Value": 2}, etag)
+    assert newer != etag
+    with pytest.raises(ConflictError, match="changed by someone else"):
+        tables.replace("things", {"PartitionKey": "p", "RowKey": "r", "Value": 3}, etag)
+    with pytest.raises(ConflictError):
+        tables.delete("things", "p", "r", etag=etag)
+    entity = tables.get("things", "p", "r")
+    assert entity is not None
+    assert entity["Value"] == 2  # the stale writes changed nothing
+    assert tables.delete("things", "p", "r", etag=newer) is True
+    assert tables.delete("things", "p", "r") is False
+    with pytest.raises(NotFoundError):
+        tables.replace("things", {"PartitionKey": "p", "RowKey": "r", "Value": 4}, newer)
+
+
+def test_insert_of_an_existing_entity_is_a_conflict(tables: TableStore) -> None:
+    tables.insert("things", {"PartitionKey": "p", "RowKey": "r"})
+    with pytest.raises(ConflictError, match="already exists"):
+        tables.insert("things", {"PartitionKey": "p", "RowKey": "r"})
+
+
+def test_paging_visits_every_entity_once(tables: TableStore) -> None:
+    for i in range(23):
+        tables.insert("paged", {"PartitionKey": "p", "RowKey": f"{i:03d}"})
+    seen: list[str] = []
+    continuation = None
+    pages = 0
+    while True:
+        page = tables.query_page("paged", "PartitionKey eq @pk", {"pk": "p"}, page_size=5,
+                                 continuation=continuation)  # fmt: skip
+        seen += [e["RowKey"] for e in page.items]
+        pages += 1
+        continuation = page.continuation
+        if continuation is None:
+            break
+    assert pages == 5
+    assert seen == [f"{i:03d}" for i in range(23)]
+
+
+def test_a_forged_continuation_token_is_rejected(tables: TableStore) -> None:
+    with pytest.raises(ValueError, match="continuation"):
+        tables.query_page("paged", "PartitionKey eq @pk", {"pk": "p"}, continuation="%%%")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "o'brien",
+        "x' or PartitionKey ne 'y",
+        "room-1' or '1' eq '1",
+        "''",
+        'quote"double',
+    ],
+)
+def test_filter_values_with_quotes_match_only_themselves(tables: TableStore, hostile: str) -> None:
+    tables.insert("people", {"PartitionKey": "p", "RowKey": "a", "Name": hostile})
+    tables.insert("people", {"PartitionKey": "p", "RowKey": "b", "Name": "someone else"})
+    found = list(tables.query("people", "Name eq @name", {"name": hostile}))
+    assert [e["RowKey"] for e in found] == ["a"]
+
+
+def test_keys_with_forbidden_characters_round_trip(tables: TableStore) -> None:
+    raw = "desk/12#b?x\\y%20'z"
+    key = encode_key(raw)
+    assert not set("/\\#?") & set(key)
+    assert decode_key(key) == raw
+    tables.insert("keys", {"PartitionKey": "p", "RowKey": key})
+    assert tables.get("keys", "p", key) is not None
+
+
+def test_mapping_repository(tables: TableStore) -> None:
+    repo = MappingRepository(tables)
+    created = repo.create(mapping("room-1"))
+    assert created.etag
+    with pytest.raises(ConflictError):
+        repo.create(mapping("room-1"))
+    updated = repo.replace(replace(created, privacy="busy_only"))
+    with pytest.raises(ConflictError):
+        repo.replace(replace(created, enabled=False))  # stale ETag
+    fetched = repo.get("room-1")
+    assert fetched is not None
+    assert fetched.privacy == "busy_only"
+    assert fetched.etag == updated.etag
+    repo.create(mapping("room-2", "other@contoso.example"))
+    assert [m.resource_id for m in repo.by_mailbox("ROOM@contoso.example")] == ["room-1"]
+    first, token = repo.list_page(page_size=1)
+    second, last = repo.list_page(page_size=1, continuation=token)
+    assert [m.resource_id for m in first + second] == ["room-1", "room-2"]
+    assert last is None
+    assert repo.delete("room-1") is True
+    assert repo.get("room-1") is None
+
+
+def test_queue_messages_use_the_functions_encoding(queues: QueueStore) -> None:
+    payload = {"booking_id": "bk_1", "note": "Grüße"}
+    assert decode_message(encode_message(payload)) == b'{"booking_id":"bk_1","note":"Gr\\u00fc\\u00dfe"}'
+    queues.send("work-items", payload)
+    assert queues.depth("work-items") == 1
+    message = next(iter(queues.queue("work-items").receive_messages()))
+    # What a queue trigger decodes is the JSON the sender meant, byte for byte.
+    assert json.loads(decode_message(message.content)) == payload
+    assert message.content == encode_message(payload)

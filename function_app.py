@@ -28,7 +28,9 @@ def _http(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
         body=req.get_body() or b"",
     )
     response = serve(handler, request)
-    return func.HttpResponse(response.body, status_code=response.status, headers=dict(response.headers))
+    return func.HttpResponse(
+        response.body, status_code=response.status, headers=dict(response.headers)
+    )
 
 
 @app.function_name("health")

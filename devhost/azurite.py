@@ -33,7 +33,9 @@ def azurite_binary() -> str:
         return str(local)
     found = shutil.which("azurite")
     if not found:
-        raise RuntimeError("Azurite is not installed: run `make setup` (npm installs it into ./node_modules)")
+        raise RuntimeError(
+            "Azurite is not installed: run `make setup` (npm installs it into ./node_modules)"
+        )
     return found
 
 
@@ -50,7 +52,9 @@ def connection_string(blob: int, queue: int, table: int, host: str = "127.0.0.1"
 class Azurite:
     """One Azurite process: in memory, or persisted under ``location`` so it survives a restart."""
 
-    ports: tuple[int, int, int] = field(default_factory=lambda: (free_port(), free_port(), free_port()))
+    ports: tuple[int, int, int] = field(
+        default_factory=lambda: (free_port(), free_port(), free_port())
+    )
     location: Path | None = None
     log: Path | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -63,10 +67,22 @@ class Azurite:
         blob, queue, table = self.ports
         args = [
             azurite_binary(),
-            "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table),
-            "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
-            "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-        ]  # fmt: skip
+            "--blobPort",
+            str(blob),
+            "--queuePort",
+            str(queue),
+            "--tablePort",
+            str(table),
+            "--blobHost",
+            "127.0.0.1",
+            "--queueHost",
+            "127.0.0.1",
+            "--tableHost",
+            "127.0.0.1",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+        ]
         if self.location:
             self.location.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(self.location)]
@@ -77,10 +93,14 @@ class Azurite:
         deadline = time.monotonic() + timeout
         while not all(port_open(p) for p in self.ports):
             if self.process.poll() is not None:
-                raise RuntimeError(f"Azurite exited with code {self.process.returncode} at start-up")
+                raise RuntimeError(
+                    f"Azurite exited with code {self.process.returncode} at start-up"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Azurite did not open ports {self.ports} within {timeout:.0f} s")
+                raise RuntimeError(
+                    f"Azurite did not open ports {self.ports} within {timeout:.0f} s"
+                )
             time.sleep(0.1)
         return self
 

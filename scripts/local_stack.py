@@ -24,7 +24,9 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"error: the local function host exited with code {process.returncode}")
+            raise SystemExit(
+                f"error: the local function host exited with code {process.returncode}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - loopback
                 if answer.status == 200:

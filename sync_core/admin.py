@@ -57,7 +57,7 @@ def put_mapping(
     check_identifier("resource_id", resource_id)
     wanted = parse_model(MappingInput, body)
     current = repo.get(resource_id)
-    if if_match is not None and (current is None or (if_match != "*" and current.etag != if_match)):
+    if if_match is not None and (current is None or if_match not in ("*", current.etag)):
         raise PreconditionFailed(
             f"mapping {resource_id!r} changed since it was read (If-Match did not match); "
             "read it again and retry"
@@ -89,7 +89,9 @@ def put_mapping(
         )
         return PutResult(repo.replace(updated), created=False)
     except (ConflictError, NotFoundError) as exc:
-        raise Conflict(f"mapping {resource_id!r} was changed at the same time ({exc}); retry") from None
+        raise Conflict(
+            f"mapping {resource_id!r} was changed at the same time ({exc}); retry"
+        ) from None
 
 
 def get_mapping(repo: MappingRepository, resource_id: str) -> Mapping:
@@ -105,8 +107,10 @@ def delete_mapping(
 ) -> Mapping:
     """Remove a mapping; returns what was removed."""
     mapping = get_mapping(repo, resource_id)
-    if if_match is not None and if_match != "*" and if_match != mapping.etag:
-        raise PreconditionFailed(f"mapping {resource_id!r} changed since it was read; read it again")
+    if if_match is not None and if_match not in ("*", mapping.etag):
+        raise PreconditionFailed(
+            f"mapping {resource_id!r} changed since it was read; read it again"
+        )
     try:
         repo.delete(resource_id, etag=mapping.etag)
     except ConflictError:

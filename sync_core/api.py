@@ -15,7 +15,9 @@ def health(request: Request) -> Response:
     return json_response(200, {"status": "ok"})
 
 
-def _mapping_response(status: int, mapping: Mapping, extra: dict[str, str] | None = None) -> Response:
+def _mapping_response(
+    status: int, mapping: Mapping, extra: dict[str, str] | None = None
+) -> Response:
     headers = {"ETag": mapping.etag or "", **(extra or {})}
     return json_response(status, mapping.to_json(), headers)
 
@@ -42,7 +44,9 @@ def list_mappings(request: Request) -> Response:
 
 
 def get_mapping(request: Request) -> Response:
-    return _mapping_response(200, admin.get_mapping(services().mappings, request.route["resource_id"]))
+    return _mapping_response(
+        200, admin.get_mapping(services().mappings, request.route["resource_id"])
+    )
 
 
 def put_mapping(request: Request) -> Response:

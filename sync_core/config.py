@@ -7,6 +7,8 @@ the log (or the local host's console) knows what to fix without a stack trace.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import os
@@ -122,7 +124,7 @@ class Settings:
 
 
 def read_local_settings(path: Path) -> dict[str, str]:
-    """The ``Values`` of a ``local.settings.json`` as Core Tools reads it; {} if the file is absent."""
+    """The ``Values`` of ``local.settings.json`` as Core Tools reads them; {} without the file."""
     if not path.is_file():
         return {}
     try:
@@ -198,7 +200,7 @@ def _tenant(value: str) -> str:
         return _guid(value)
     except ValueError:
         raise ValueError(
-            "must be the directory (tenant) GUID or its verified domain, e.g. contoso.onmicrosoft.com"
+            "must be the directory (tenant) GUID or a verified domain like contoso.onmicrosoft.com"
         ) from None
 
 
@@ -222,9 +224,6 @@ def _url(*, https_only: bool) -> Callable[[str], str]:
 
 
 def _webhook_secret(value: str) -> str:
-    import base64
-    import binascii
-
     if not value.startswith("whsec_"):
         raise ValueError('must be a Standard Webhooks secret starting with "whsec_"')
     try:
@@ -325,7 +324,9 @@ def load_settings(
             "'Key Vault Secrets User' on the vault and check the reference)",
         )
     if mode == "secret" and not client_secret and not key_vault_url:
-        raise ConfigError("CLIENT_SECRET", "is missing (required in secret mode without KEY_VAULT_URL)")
+        raise ConfigError(
+            "CLIENT_SECRET", "is missing (required in secret mode without KEY_VAULT_URL)"
+        )
     if mode == "certificate" and not key_vault_url:
         raise ConfigError("KEY_VAULT_URL", "is missing (the certificate is read from Key Vault)")
     mi_client_id = r.raw("MANAGED_IDENTITY_CLIENT_ID") or None
@@ -340,7 +341,7 @@ def load_settings(
         storage=storage,
         tenant_id=tenant_id,
         client_id=client_id,
-        credential_mode=mode,  # type: ignore[arg-type]  # checked against CREDENTIAL_MODES
+        credential_mode=mode,  # checked against CREDENTIAL_MODES
         client_secret=client_secret,
         key_vault_url=key_vault_url,
         managed_identity_client_id=mi_client_id,

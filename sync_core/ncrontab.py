@@ -19,8 +19,8 @@ _FIELDS = (
     ("month", 1, 12),
     ("day-of-week", 0, 6),
 )
-_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-_WEEKDAYS = "sun mon tue wed thu fri sat".split()
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class Schedule:
         limit = after + timedelta(days=366 * 5)
         while t <= limit:
             if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(day=1)
+                t = (t.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(
+                    day=1
+                )
             elif not self._day_matches(t):
                 t = t.replace(hour=0, minute=0, second=0) + timedelta(days=1)
             elif t.hour not in self.hours:
@@ -108,5 +110,14 @@ def parse(expression: str) -> Schedule:
             "must be a six-field NCRONTAB expression '{second} {minute} {hour} {day} {month} "
             "{day-of-week}', e.g. '0 0 */6 * * *'"
         )
-    fields = [_field(part, i) for i, part in enumerate(parts)]
-    return Schedule(*fields, any_day=parts[3] == "*", any_weekday=parts[5] == "*")
+    seconds, minutes, hours, days, months, weekdays = (_field(p, i) for i, p in enumerate(parts))
+    return Schedule(
+        seconds,
+        minutes,
+        hours,
+        days,
+        months,
+        weekdays,
+        any_day=parts[3] == "*",
+        any_weekday=parts[5] == "*",
+    )

@@ -36,7 +36,9 @@ class Request:
     def json(self) -> Any:
         """The body as JSON, or :class:`ValidationFailed` saying why it is not."""
         if not self.body:
-            raise ValidationFailed("the request needs a JSON body", [FieldError("body", "is empty")])
+            raise ValidationFailed(
+                "the request needs a JSON body", [FieldError("body", "is empty")]
+            )
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -73,7 +75,9 @@ def serve(handler: Handler, request: Request) -> Response:
     """Run a handler with the checks every route shares: body size, problems, no leaked errors."""
     if len(request.body) > MAX_BODY_BYTES:
         return problem_response(
-            PayloadTooLarge(f"the body has {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}")
+            PayloadTooLarge(
+                f"the body has {len(request.body)} bytes; the limit is {MAX_BODY_BYTES}"
+            )
         )
     try:
         return handler(request)

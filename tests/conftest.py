@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +16,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from devhost.azurite import Azurite
+from devhost.azurite import Azurite, free_port, port_open
 from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
@@ -69,17 +75,11 @@ class LocalHost:
     """`python -m devhost` in a subprocess, for tests over real HTTP."""
 
     def __init__(self, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
-        import os
-        import subprocess
-        import sys
-
-        from devhost.azurite import free_port
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
         full_env.update(env)
-        import tempfile
 
         # A file, not a pipe: nobody reads while tests run, and a full pipe would block the host.
         self.log = tempfile.NamedTemporaryFile(prefix="devhost-", suffix=".log", delete=False)  # noqa: SIM115
@@ -95,22 +95,19 @@ class LocalHost:
         return Path(self.log.name).read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30.0) -> LocalHost:
-        import time
-
-        from devhost.azurite import port_open
 
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.process.poll() is not None:
-                raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"devhost exited with {self.process.returncode}:\n{self.output()}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError("devhost did not start in time")
             time.sleep(0.05)
         return self
 
     def stop(self) -> str:
-        import signal
-        import subprocess
 
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)

@@ -47,9 +47,10 @@ def test_create_read_update_delete(function_host: LocalHost) -> None:
     assert created.headers["ETag"] == body["etag"]
 
     updated = put(
-        function_host, "room-42",
+        function_host,
+        "room-42",
         {"mailbox": "room.berlin@contoso.example", "privacy": "full", "enabled": False},
-    )  # fmt: skip
+    )
     assert updated.status_code == 200
     assert updated.json()["privacy"] == "full"
     assert updated.json()["enabled"] is False
@@ -60,7 +61,9 @@ def test_create_read_update_delete(function_host: LocalHost) -> None:
     listed = requests.get(f"{function_host.base}/api/admin/mappings", headers=KEY, timeout=10)
     assert [m["resource_id"] for m in listed.json()["value"]] == ["room-42"]
 
-    assert requests.delete(url(function_host, "room-42"), headers=KEY, timeout=10).status_code == 204
+    assert (
+        requests.delete(url(function_host, "room-42"), headers=KEY, timeout=10).status_code == 204
+    )
     gone = requests.get(url(function_host, "room-42"), headers=KEY, timeout=10)
     assert gone.status_code == 404
     assert gone.headers["Content-Type"] == "application/problem+json"
@@ -70,8 +73,10 @@ def test_create_read_update_delete(function_host: LocalHost) -> None:
 
 def test_every_bad_field_is_listed_and_nothing_is_written(function_host: LocalHost) -> None:
     answer = put(
-        function_host, "room-1", {"mailbox": "not-an-address", "privacy": "everything", "enabled": "yes", "x": 1}
-    )  # fmt: skip
+        function_host,
+        "room-1",
+        {"mailbox": "not-an-address", "privacy": "everything", "enabled": "yes", "x": 1},
+    )
     assert answer.status_code == 400
     assert answer.headers["Content-Type"] == "application/problem+json"
     problem = answer.json()
@@ -82,9 +87,7 @@ def test_every_bad_field_is_listed_and_nothing_is_written(function_host: LocalHo
 
 
 def test_malformed_json_and_missing_fields(function_host: LocalHost) -> None:
-    broken = requests.put(
-        url(function_host, "room-1"), data=b"{not json", headers=KEY, timeout=10
-    )
+    broken = requests.put(url(function_host, "room-1"), data=b"{not json", headers=KEY, timeout=10)
     assert broken.status_code == 400
     assert broken.json()["errors"][0]["field"] == "body"
     missing = put(function_host, "room-1", {})
@@ -110,9 +113,11 @@ def test_if_match_protects_against_lost_updates(function_host: LocalHost) -> Non
     current = requests.get(url(function_host, "room-7"), headers=KEY, timeout=10)
     assert current.json()["privacy"] == "full"
     fresh = put(
-        function_host, "room-7", {"mailbox": "r7@contoso.example"},
+        function_host,
+        "room-7",
+        {"mailbox": "r7@contoso.example"},
         **{"If-Match": current.headers["ETag"]},
-    )  # fmt: skip
+    )
     assert fresh.status_code == 200
 
 
@@ -132,8 +137,10 @@ def test_resource_ids_with_quotes_and_slashes(function_host: LocalHost) -> None:
     assert fetched.json()["resource_id"] == hostile
     only = requests.get(
         f"{function_host.base}/api/admin/mappings",
-        params={"mailbox": "desk-a@contoso.example' or Mailbox ne '"}, headers=KEY, timeout=10,
-    )  # fmt: skip
+        params={"mailbox": "desk-a@contoso.example' or Mailbox ne '"},
+        headers=KEY,
+        timeout=10,
+    )
     assert only.json()["value"] == []
 
 

@@ -34,9 +34,13 @@ def test_example_settings_are_valid() -> None:
 
 def test_defaults_apply_when_optional_settings_are_absent() -> None:
     settings = load(
-        GRAPH_ENDPOINT=None, AUTHORITY_HOST=None, SYNC_WINDOW_DAYS=None, CREDENTIAL_MODE=None,
-        EVENT_CATEGORY=None, RENEW_SCHEDULE=None,
-    )  # fmt: skip
+        GRAPH_ENDPOINT=None,
+        AUTHORITY_HOST=None,
+        SYNC_WINDOW_DAYS=None,
+        CREDENTIAL_MODE=None,
+        EVENT_CATEGORY=None,
+        RENEW_SCHEDULE=None,
+    )
     assert settings.graph_endpoint == "https://graph.microsoft.com"  # type: ignore[attr-defined]
     assert settings.authority_is_microsoft is True  # type: ignore[attr-defined]
     assert settings.credential_mode == "secret"  # type: ignore[attr-defined]

@@ -53,8 +53,9 @@ def test_paging_visits_every_entity_once(tables: TableStore) -> None:
     continuation = None
     pages = 0
     while True:
-        page = tables.query_page("paged", "PartitionKey eq @pk", {"pk": "p"}, page_size=5,
-                                 continuation=continuation)  # fmt: skip
+        page = tables.query_page(
+            "paged", "PartitionKey eq @pk", {"pk": "p"}, page_size=5, continuation=continuation
+        )
         seen += [e["RowKey"] for e in page.items]
         pages += 1
         continuation = page.continuation
@@ -120,7 +121,10 @@ def test_mapping_repository(tables: TableStore) -> None:
 
 def test_queue_messages_use_the_functions_encoding(queues: QueueStore) -> None:
     payload = {"booking_id": "bk_1", "note": "Grüße"}
-    assert decode_message(encode_message(payload)) == b'{"booking_id":"bk_1","note":"Gr\\u00fc\\u00dfe"}'
+    assert (
+        decode_message(encode_message(payload))
+        == b'{"booking_id":"bk_1","note":"Gr\\u00fc\\u00dfe"}'
+    )
     queues.send("work-items", payload)
     assert queues.depth("work-items") == 1
     message = next(iter(queues.queue("work-items").receive_messages()))

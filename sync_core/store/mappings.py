@@ -96,10 +96,11 @@ class MappingRepository:
         return [
             _from_entity(e)
             for e in self.tables.query(
-                TABLE, "PartitionKey eq @pk and Mailbox eq @mailbox",
+                TABLE,
+                "PartitionKey eq @pk and Mailbox eq @mailbox",
                 {"pk": PARTITION, "mailbox": mailbox.lower()},
             )
-        ]  # fmt: skip
+        ]
 
     def create(self, mapping: Mapping) -> Mapping:
         """Insert; ``ConflictError`` if the resource is already mapped."""

@@ -8,6 +8,7 @@ goes through :func:`encode_message`, and every one it reads through :func:`decod
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from typing import Any
@@ -56,7 +57,9 @@ class QueueStore:
 
         assert storage.queue_endpoint
         return cls(
-            QueueServiceClient(storage.queue_endpoint, credential=azure_credential(storage.client_id))
+            QueueServiceClient(
+                storage.queue_endpoint, credential=azure_credential(storage.client_id)
+            )
         )
 
     def queue(self, name: str) -> QueueClient:
@@ -66,10 +69,8 @@ class QueueStore:
                 client = self._ready.get(name)
                 if client is None:
                     client = self._service.get_queue_client(name)
-                    try:
+                    with contextlib.suppress(ResourceExistsError):
                         client.create_queue()
-                    except ResourceExistsError:
-                        pass
                     self._ready[name] = client
         return client
 

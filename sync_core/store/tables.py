@@ -98,7 +98,9 @@ class TableStore:
 
         assert storage.table_endpoint
         return cls(
-            TableServiceClient(storage.table_endpoint, credential=azure_credential(storage.client_id))
+            TableServiceClient(
+                storage.table_endpoint, credential=azure_credential(storage.client_id)
+            )
         )
 
     def table(self, name: str) -> TableClient:
@@ -136,12 +138,15 @@ class TableStore:
         """Replace only if unchanged since ``etag`` was read; returns the new ETag."""
         try:
             result = self.table(table).update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
             )
         except ResourceModifiedError:
             raise ConflictError(
-                f"{table}: {entity['PartitionKey']}/{entity['RowKey']} was changed by someone else; "
-                "read it again and retry"
+                f"{table}: {entity['PartitionKey']}/{entity['RowKey']} was changed by someone "
+                "else; read it again and retry"
             ) from None
         except ResourceNotFoundError:
             raise NotFoundError(
@@ -185,11 +190,11 @@ class TableStore:
         page_size: int = 100,
         continuation: str | None = None,
     ) -> Page:
-        """One page of a query. ``filter`` uses ``@name`` placeholders filled from ``parameters``."""
+        """One page of a query; ``filter`` has ``@name`` placeholders filled from ``parameters``."""
         pages = (
             self.table(table)
             .query_entities(filter, parameters=dict(parameters or {}), results_per_page=page_size)
-            .by_page(continuation_token=_decode_continuation(continuation))
+            .by_page(continuation_token=_decode_continuation(continuation))  # type: ignore[arg-type]
         )
         try:
             items = [_plain(e) for e in next(pages)]

@@ -1,0 +1,248 @@
+"""The local stand-in for Azure Functions Core Tools: start-up, the run loop and shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from devhost.functions import (
+    DEFAULT_CONNECTION,
+    Function,
+    InFlight,
+    Invoker,
+    index,
+    resolve_settings,
+)
+from devhost.hostjson import HostConfig, StartupError, read_host_json
+from devhost.queue_trigger import QueuePoller
+from devhost.timers import TimerThread
+from devhost.web import DevServer, build_routes
+from sync_core import ncrontab
+from sync_core.config import (
+    LOCAL_SETTINGS_FILE,
+    SCHEDULE_DEFAULTS,
+    ConfigError,
+    Settings,
+    load_settings,
+    merged_environment,
+)
+from sync_core.store.queues import QueueStore
+
+# How long shutdown waits for running invocations.
+SHUTDOWN_GRACE = 5.0
+
+
+class _Formatter(logging.Formatter):
+    """``2026-11-22T22:00:00Z message`` for invocation lines; level and logger for the rest."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "devhost.invocations":
+            self._style._fmt = "%(asctime)s %(message)s"
+        else:
+            self._style._fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        return super().format(record)
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # The Azure SDK logs every storage request at INFO (with header names): too much locally.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devhost", description="Serve the function app locally, like `func start`."
+    )
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--app", default="function_app:app", help="module:attribute of the app")
+    parser.add_argument(
+        "--root", default=".", help="folder with host.json and local.settings.json (default: cwd)"
+    )
+    return parser.parse_args(argv)
+
+
+def load_environment(root: Path) -> Settings:
+    """local.settings.json under what the environment sets, schedule defaults; then validate."""
+    local_settings = root / LOCAL_SETTINGS_FILE
+    for name, value in merged_environment(os.environ, local_settings).items():
+        os.environ.setdefault(name, value)
+    for name, value in SCHEDULE_DEFAULTS.items():
+        if not os.environ.get(name, "").strip():
+            os.environ[name] = value
+    return load_settings(os.environ, local_settings)
+
+
+def import_app(spec: str, root: Path) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise StartupError(f"--app must be module:attribute (got {spec!r})")
+    for folder in (str(Path.cwd()), str(root)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
+            raise StartupError(f"cannot import {module_name} (not found from {root})") from None
+        raise
+    app = getattr(module, attribute, None)
+    if app is None or not hasattr(app, "get_functions"):
+        raise StartupError(f"{spec} is not a FunctionApp")
+    return app
+
+
+@dataclass
+class Timer:
+    fn: Function
+    schedule: ncrontab.Schedule
+    expression: str
+
+
+def resolve_timers(functions: list[Function]) -> list[Timer]:
+    timers: list[Timer] = []
+    for fn in functions:
+        if fn.kind != "timer":
+            continue
+        expression = resolve_settings(fn.schedule, f"the schedule of timer {fn.name}")
+        try:
+            schedule = ncrontab.parse(expression)
+        except ValueError as exc:
+            names = [part.strip("%") for part in fn.schedule.split() if part.startswith("%")]
+            where = names[0] if len(names) == 1 else f"schedule of timer {fn.name}"
+            raise ConfigError(where, f"{exc} (got {expression!r})") from None
+        timers.append(Timer(fn, schedule, expression))
+    return timers
+
+
+def check_connections(functions: list[Function]) -> None:
+    for fn in functions:
+        connections = [o.connection for o in fn.outputs]
+        if fn.kind == "queue":
+            connections.append(fn.connection)
+        for connection in connections:
+            if connection != DEFAULT_CONNECTION:
+                raise StartupError(
+                    f"function {fn.name}: connection {connection!r} is not supported locally "
+                    f"(use {DEFAULT_CONNECTION})"
+                )
+
+
+def listing(functions: list[Function], timers: list[Timer], base: str, prefix: str) -> str:
+    schedules = {t.fn.name: t.expression for t in timers}
+    lines = ["", "Functions:", ""]
+    for fn in functions:
+        if fn.kind == "http":
+            path = "/".join(p for p in (prefix, fn.route.strip("/")) if p)
+            lines.append(f"\t{fn.name}: [{','.join(fn.methods)}] {base}/{path}")
+        elif fn.kind == "timer":
+            lines.append(f"\t{fn.name}: timerTrigger ({schedules[fn.name]})")
+        else:
+            lines.append(f"\t{fn.name}: queueTrigger ({fn.queue})")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = Path(args.root).resolve()
+    configure_logging()
+    try:
+        config: HostConfig = read_host_json(root)
+        settings = load_environment(root)
+        app = import_app(args.app, root)
+        functions = index(app)
+        check_connections(functions)
+        timers = resolve_timers(functions)
+        routes = build_routes(functions)
+    except (ConfigError, StartupError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print(f"error: {args.app} failed to load (see above)", file=sys.stderr, flush=True)
+        return 1
+
+    stores: dict[str, QueueStore] = {}
+    stores_lock = threading.Lock()
+
+    def store(connection: str) -> QueueStore:
+        with stores_lock:
+            if connection not in stores:
+                stores[connection] = QueueStore.from_settings(settings.storage)
+            return stores[connection]
+
+    invoker = Invoker(store, InFlight())
+    try:
+        server = DevServer(
+            (args.host, args.port),
+            functions=functions,
+            routes=routes,
+            route_prefix=config.route_prefix,
+            invoker=invoker,
+            functions_key=os.environ.get("FUNCTIONS_KEY", "").strip(),
+        )
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
+        invoker.close()
+        return 1
+
+    base = f"http://{args.host}:{args.port}"
+    print(listing(functions, timers, base, config.route_prefix), flush=True)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    workers: list[threading.Thread] = [TimerThread(t.fn, t.schedule, invoker, stop) for t in timers]
+    workers += [
+        QueuePoller(fn, store(fn.connection), config.queues, invoker, stop)
+        for fn in functions
+        if fn.kind == "queue"
+    ]
+    serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    serving.start()
+    for worker in workers:
+        worker.start()
+    print(f"Host started: {base}", flush=True)
+
+    while not stop.wait(0.5):
+        pass
+
+    print("Stopping...", flush=True)
+    server.stopping = True
+    server.shutdown()
+    server.server_close()
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    for worker in workers:
+        worker.join(timeout=max(0.0, deadline - time.monotonic()))
+    if not invoker.inflight.wait_idle(max(0.0, deadline - time.monotonic())):
+        logging.getLogger("devhost").warning(
+            "invocations still running after %.0f s; stopping anyway", SHUTDOWN_GRACE
+        )
+    invoker.close()
+    print("Host stopped.", flush=True)
+    return 0

@@ -36,7 +36,15 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float) -> None
     raise SystemExit(f"error: {url} did not answer within {timeout:.0f} s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Explicit handlers: a shell may start us with SIGINT ignored (background jobs), and
+    # SIGTERM (from a process manager) should stop everything as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=7071, help="port of the function host")
     args = parser.parse_args()

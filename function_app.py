@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import azure.functions as func
 
-from sync_core import api
+from sync_core import api, bookings
 from sync_core.config import get_settings
+from sync_core.services import services
+from sync_core.store import queues
 from sync_core.web import Handler, Request, serve
 
 # Validate every setting at start-up: a bad one stops the app with one line naming it.
@@ -61,3 +65,23 @@ def mappings_put(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="api/admin/mappings/{resource_id}", methods=["DELETE"])
 def mappings_delete(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.delete_mapping, req)
+
+
+@app.function_name("booking_events")
+@app.route(route="api/bookings/events", methods=["POST"])
+def booking_events(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.booking_events, req)
+
+
+@app.function_name("apply_booking")
+@app.queue_trigger(
+    arg_name="msg", queue_name=queues.APPLY_BOOKING, connection="AzureWebJobsStorage"
+)
+def apply_booking(msg: func.QueueMessage) -> None:
+    bookings.apply(services(), json.loads(msg.get_body()))
+
+
+@app.function_name("deliver")
+@app.queue_trigger(arg_name="msg", queue_name=queues.DELIVER, connection="AzureWebJobsStorage")
+def deliver(msg: func.QueueMessage) -> None:
+    services().platform.deliver(json.loads(msg.get_body()))

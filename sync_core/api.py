@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sync_core import admin
+from sync_core import admin, bookings
 from sync_core.problems import ValidationFailed
 from sync_core.services import services
 from sync_core.store.mappings import Mapping
@@ -70,3 +70,7 @@ def delete_mapping(request: Request) -> Response:
         services().mappings, request.route["resource_id"], if_match=request.header("if-match")
     )
     return Response(204)
+
+
+def booking_events(request: Request) -> Response:
+    return bookings.receive(services(), request)

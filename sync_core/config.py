@@ -97,6 +97,9 @@ class Settings:
     sync_window_days: int = 180
     event_category: str = ""
     subscription_lifetime_minutes: int = 4230
+    invite_guests: bool = False
+    retry_attempts: int = 8
+    retry_base_seconds: int = 5
     renew_schedule: str = SCHEDULE_DEFAULTS["RENEW_SCHEDULE"]
     sweep_schedule: str = SCHEDULE_DEFAULTS["SWEEP_SCHEDULE"]
     credential_schedule: str = SCHEDULE_DEFAULTS["CREDENTIAL_SCHEDULE"]
@@ -248,6 +251,13 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise ValueError("must be true or false")
+    return lowered in ("true", "1")
+
+
 def _category(value: str) -> str:
     if len(value) > 255 or any(ord(c) < 32 for c in value):
         raise ValueError("must be at most 255 printable characters")
@@ -377,6 +387,13 @@ def load_settings(
             "SUBSCRIPTION_LIFETIME_MINUTES",
             r.optional("SUBSCRIPTION_LIFETIME_MINUTES", "4230"),
             _int_between(45, 10080),
+        ),
+        invite_guests=r.check("INVITE_GUESTS", r.optional("INVITE_GUESTS", "false"), _bool),
+        retry_attempts=r.check(
+            "RETRY_ATTEMPTS", r.optional("RETRY_ATTEMPTS", "8"), _int_between(1, 50)
+        ),
+        retry_base_seconds=r.check(
+            "RETRY_BASE_SECONDS", r.optional("RETRY_BASE_SECONDS", "5"), _int_between(0, 3600)
         ),
         **{
             name.lower(): r.check(name, r.optional(name, default), _schedule)

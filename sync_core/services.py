@@ -3,32 +3,76 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from functools import cached_property
 
 from sync_core.config import Settings, get_settings
+from sync_core.graph import GraphClient
+from sync_core.platform import Platform
+from sync_core.store.blockers import BlockerRepository
+from sync_core.store.history import History
+from sync_core.store.links import LinkRepository
 from sync_core.store.mappings import MappingRepository
 from sync_core.store.queues import QueueStore
+from sync_core.store.records import BookingStates, SeenIds, Sequences
+from sync_core.store.status import HealthRepository
 from sync_core.store.tables import TableStore
 
 
-@dataclass(frozen=True)
 class Services:
-    settings: Settings
-    tables: TableStore
-    queues: QueueStore
-    mappings: MappingRepository
+    """Everything a handler needs; each part is built on first use."""
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
-        tables = TableStore.from_settings(settings.storage)
-        return cls(
-            settings=settings,
-            tables=tables,
-            queues=QueueStore.from_settings(settings.storage),
-            mappings=MappingRepository(tables),
-        )
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def tables(self) -> TableStore:
+        return TableStore.from_settings(self.settings.storage)
+
+    @cached_property
+    def queues(self) -> QueueStore:
+        return QueueStore.from_settings(self.settings.storage)
+
+    @cached_property
+    def graph(self) -> GraphClient:
+        return GraphClient.from_settings(self.settings)
+
+    @cached_property
+    def mappings(self) -> MappingRepository:
+        return MappingRepository(self.tables)
+
+    @cached_property
+    def links(self) -> LinkRepository:
+        return LinkRepository(self.tables)
+
+    @cached_property
+    def blockers(self) -> BlockerRepository:
+        return BlockerRepository(self.tables)
+
+    @cached_property
+    def bookings(self) -> BookingStates:
+        return BookingStates(self.tables)
+
+    @cached_property
+    def seen(self) -> SeenIds:
+        return SeenIds(self.tables)
+
+    @cached_property
+    def sequences(self) -> Sequences:
+        return Sequences(self.tables)
+
+    @cached_property
+    def history(self) -> History:
+        return History(self.tables)
+
+    @cached_property
+    def health(self) -> HealthRepository:
+        return HealthRepository(self.tables)
+
+    @cached_property
+    def platform(self) -> Platform:
+        return Platform(self.settings, self.queues, self.sequences, self.history)
 
 
 @functools.cache
 def services() -> Services:
-    return Services.from_settings(get_settings())
+    return Services(get_settings())

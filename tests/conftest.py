@@ -21,6 +21,8 @@ from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
 ROOT = Path(__file__).resolve().parent.parent
+FUNCTION_KEY = "test-function-key"
+KEY_HEADER = {"x-functions-key": FUNCTION_KEY}
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +123,7 @@ class LocalHost:
 @pytest.fixture
 def function_host(settings_env: dict[str, str]) -> Iterator[LocalHost]:
     """The product's function app served by the local host, with a function key."""
-    env = settings_env | {"FUNCTIONS_KEY": "test-function-key"}
+    env = settings_env | {"FUNCTIONS_KEY": FUNCTION_KEY}
     host = LocalHost(env).wait_ready()
     yield host
     host.stop()

@@ -1,0 +1,332 @@
+"""Platform → Microsoft 365: signed booking events in, the booking's calendar event converged.
+
+``receive`` answers ``POST /api/bookings/events``: it verifies, validates, stores the newest state
+of the booking and queues its id. ``apply`` (the ``apply_booking`` queue function) reads that
+state and converges Outlook to it: create, patch only what changed, delete, or move. It is
+idempotent: running it twice, late, or after a crash leaves exactly one event per booking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from sync_core import webhooks
+from sync_core.booking import (
+    BOOKING_PROPERTY_ID,
+    Booking,
+    BookingEvent,
+    changed_fields,
+    content_hash,
+    creation_body,
+    fingerprints,
+    project,
+    transaction_id,
+)
+from sync_core.graph import ErrorKind, GraphError
+from sync_core.platform import retry_delay
+from sync_core.problems import Unauthorized, Unavailable
+from sync_core.services import Services
+from sync_core.store.history import HistoryEntry, Outcome
+from sync_core.store.links import Link
+from sync_core.store.queues import APPLY_BOOKING, poison_queue
+from sync_core.store.tables import StoreError
+from sync_core.validation import parse_model
+from sync_core.web import Request, Response, json_response
+
+log = logging.getLogger(__name__)
+
+
+# -- intake -------------------------------------------------------------------------------------
+
+
+def receive(svc: Services, request: Request) -> Response:
+    """Verify, validate and durably queue one booking event (SPEC §3.2)."""
+    try:
+        webhook_id = webhooks.verify(
+            [svc.settings.booking_webhook_secret], request.headers, request.body
+        )
+    except webhooks.SignatureError as exc:
+        raise Unauthorized(f"the webhook signature was not accepted: {exc.reason}") from None
+    event = parse_model(BookingEvent, request.json())
+    booking = event.data
+    try:
+        if svc.seen.seen(webhook_id):
+            return json_response(200, {"status": "duplicate"})
+        mapping = svc.mappings.get(booking.resource_id)
+        # A booking moved away from a mapped resource must still leave its old calendar.
+        if mapping is None and svc.links.get(booking.id) is None:
+            return json_response(200, {"status": "ignored", "reason": "resource not mapped"})
+        svc.bookings.save_if_newer(booking.id, booking.version, event.model_dump(mode="json"))
+        svc.queues.send(APPLY_BOOKING, {"booking_id": booking.id, "attempt": 1})
+        svc.seen.remember(webhook_id)
+    except (StoreError, AzureError) as exc:
+        # Not accepted: the platform gets a 5xx and sends the event again later.
+        log.exception("booking %s could not be queued", booking.id)
+        raise Unavailable("the event could not be stored; retry later") from exc
+    return json_response(202, {"status": "accepted"})
+
+
+# -- apply --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    action: str
+    outcome: Outcome
+    detail: str = ""
+
+
+def apply(svc: Services, message: dict[str, Any]) -> None:
+    """Converge the calendar to the booking's stored state (the ``apply_booking`` function)."""
+    booking_id = str(message["booking_id"])
+    attempt = int(message.get("attempt", 1))
+    stored = svc.bookings.get(booking_id)
+    if stored is None:
+        log.warning("apply_booking: no stored state for booking %s", booking_id)
+        return
+    event = BookingEvent.model_validate(stored.event)
+    booking = event.data
+    link = svc.links.get(booking_id)
+    if link is not None and link.state != "pending" and link.applied_version >= booking.version:
+        return  # this version (or a newer one) is already in the calendar
+    mapping = svc.mappings.get(booking.resource_id)
+    if mapping is not None and not mapping.enabled:
+        _history(
+            svc, booking.resource_id, "booking.apply", booking_id, "ignored", "mapping deactivated"
+        )
+        return
+    target = None if (event.removes or mapping is None) else mapping.mailbox
+    try:
+        result = _converge(svc, booking, link, target)
+    except GraphError as error:
+        _failed(svc, booking, error, message, attempt)
+        return
+    svc.health.success(booking.resource_id)
+    _history(svc, booking.resource_id, result.action, booking_id, result.outcome, result.detail)
+
+
+def _converge(svc: Services, booking: Booking, link: Link | None, target: str | None) -> _Outcome:
+    # 1. Leave the calendar it is in, if it moved or should be gone.
+    moved = False
+    if link is not None and link.state != "removed" and link.mailbox != target:
+        _remove(svc, link)
+        moved = target is not None
+        link = svc.links.save(
+            replace(link, state="removed", event_id=None, applied_version=booking.version)
+        )
+        if target is None:
+            return _Outcome("booking.delete", "ok", f"removed from {link.mailbox}")
+
+    if target is None:
+        if link is not None and link.applied_version < booking.version:
+            svc.links.save(replace(link, applied_version=booking.version))
+        return _Outcome("booking.delete", "ok", "nothing in any calendar")
+
+    # 2. Be in the target calendar, matching the booking.
+    projection = project(
+        booking, category=svc.settings.event_category, invite_guests=svc.settings.invite_guests
+    )
+    prints = fingerprints(projection)
+    if link is None or link.state == "removed":
+        generation = (link.generation + 1) if link else 1
+        link = svc.links.save(
+            Link(
+                booking_id=booking.id,
+                resource_id=booking.resource_id,
+                mailbox=target,
+                generation=generation,
+                transaction_id=transaction_id(booking.id, target, generation),
+                state="pending",
+                applied_version=link.applied_version if link else 0,
+                etag=link.etag if link else None,
+            )
+        )
+        written = svc.graph.create_event(
+            target, creation_body(projection, booking.id, link.transaction_id)
+        )
+        action, detail = (
+            ("booking.move", f"moved to {target}")
+            if moved
+            else ("booking.create", f"created in {target}")
+        )
+    elif link.state == "pending":
+        written, detail = _recover(svc, booking, link, projection)
+        action = "booking.create"
+    else:
+        changes = changed_fields(projection, link.fingerprints)
+        if not changes:
+            svc.links.save(
+                replace(link, applied_version=booking.version, resource_id=booking.resource_id)
+            )
+            _synced(svc, booking, link)
+            return _Outcome("booking.update", "ok", "calendar already matches")
+        assert link.event_id is not None
+        try:
+            written = svc.graph.update_event(target, link.event_id, changes)
+            action, detail = "booking.update", f"changed {', '.join(sorted(changes))}"
+        except GraphError as error:
+            if error.kind is not ErrorKind.ITEM_NOT_FOUND:
+                raise
+            # Someone deleted our event in Outlook: put it back (drift repair).
+            svc.links.unindex(target, link.event_id)
+            link = svc.links.save(
+                replace(
+                    link,
+                    state="pending",
+                    event_id=None,
+                    generation=link.generation + 1,
+                    transaction_id=transaction_id(booking.id, target, link.generation + 1),
+                )
+            )
+            written = svc.graph.create_event(
+                target, creation_body(projection, booking.id, link.transaction_id)
+            )
+            action, detail = "booking.update", f"recreated in {target} (it had been deleted)"
+
+    event_id = str(written["id"])
+    join_url = (written.get("onlineMeeting") or {}).get("joinUrl") or link.join_url
+    link = svc.links.save(
+        replace(
+            link,
+            resource_id=booking.resource_id,
+            state="active",
+            event_id=event_id,
+            applied_version=booking.version,
+            fingerprints=prints,
+            content_hash=content_hash(prints),
+            web_link=written.get("webLink") or link.web_link,
+            join_url=join_url,
+        )
+    )
+    svc.links.index(target, event_id, booking.id)
+    _report_conflicts(svc, booking, target, event_id)
+    _synced(svc, booking, link)
+    return _Outcome(action, "ok", detail)
+
+
+def _recover(
+    svc: Services, booking: Booking, link: Link, projection: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """A create was started but not recorded: adopt the event if Graph made it, else create it."""
+    found = svc.graph.find_events_by_property(link.mailbox, BOOKING_PROPERTY_ID, booking.id)
+    if not found:
+        created = svc.graph.create_event(
+            link.mailbox, creation_body(projection, booking.id, link.transaction_id)
+        )
+        return created, f"created in {link.mailbox}"
+    keep, *extra = found
+    for duplicate in extra:  # only if a transactionId retry was not de-duplicated by Graph
+        svc.graph.delete_event(link.mailbox, str(duplicate["id"]))
+    updated = svc.graph.update_event(link.mailbox, str(keep["id"]), projection)
+    return updated, f"adopted the event already in {link.mailbox}"
+
+
+def _remove(svc: Services, link: Link) -> None:
+    if link.event_id:
+        svc.graph.delete_event(link.mailbox, link.event_id)
+        svc.links.unindex(link.mailbox, link.event_id)
+    elif link.state == "pending":
+        for event in svc.graph.find_events_by_property(
+            link.mailbox, BOOKING_PROPERTY_ID, link.booking_id
+        ):
+            svc.graph.delete_event(link.mailbox, str(event["id"]))
+
+
+def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: str) -> None:
+    start, end = booking.interval_utc()
+    conflicts = [b for b in svc.blockers.overlapping(mailbox, start, end) if b.event_id != event_id]
+    if not conflicts:
+        return
+    svc.platform.emit(
+        "booking.conflict",
+        booking.resource_id,
+        {
+            "booking_id": booking.id,
+            "conflicts": [
+                {"blocker_id": b.id, "start": _iso(b.start), "end": _iso(b.end)} for b in conflicts
+            ],
+        },
+    )
+    _history(
+        svc, booking.resource_id, "booking.conflict", booking.id, "conflict",
+        f"overlaps {len(conflicts)} Outlook event(s) in {mailbox}",
+    )  # fmt: skip
+
+
+def _synced(svc: Services, booking: Booking, link: Link) -> None:
+    svc.platform.emit(
+        "booking.synced",
+        booking.resource_id,
+        {
+            "booking_id": booking.id,
+            "version": booking.version,
+            "mailbox": link.mailbox,
+            "event_id": link.event_id,
+            "web_link": link.web_link,
+            "online_meeting_url": link.join_url,
+        },
+    )
+
+
+def _failed(
+    svc: Services, booking: Booking, error: GraphError, message: dict[str, Any], attempt: int
+) -> None:
+    if error.retryable and attempt < svc.settings.retry_attempts:
+        delay = max(
+            int(error.retry_after or 0), retry_delay(svc.settings.retry_base_seconds, attempt)
+        )
+        svc.queues.send(APPLY_BOOKING, {**message, "attempt": attempt + 1}, delay_seconds=delay)
+        _history(
+            svc, booking.resource_id, "booking.apply", booking.id, "retrying",
+            f"{error}; try {attempt + 1} in {delay} s",
+        )  # fmt: skip
+        return
+    if error.retryable:  # out of tries: park it where status shows it
+        svc.queues.send(poison_queue(APPLY_BOOKING), {**message, "error": error.to_json()})
+    svc.health.failure(booking.resource_id, error.to_json())
+    _history(
+        svc, booking.resource_id, "booking.apply", booking.id,
+        "parked" if error.retryable else "failed", error.message, error.to_json(),
+    )  # fmt: skip
+    svc.platform.emit(
+        "booking.failed",
+        booking.resource_id,
+        {"booking_id": booking.id, "version": booking.version, "error": error.to_json()},
+    )
+
+
+def _history(
+    svc: Services,
+    resource_id: str,
+    action: str,
+    subject: str,
+    outcome: Outcome,
+    detail: str = "",
+    error: dict[str, Any] | None = None,
+) -> None:
+    svc.history.record(
+        HistoryEntry(
+            at=datetime.now(UTC),
+            resource_id=resource_id,
+            action=action,
+            subject=subject,
+            outcome=outcome,
+            detail=detail,
+            error=error,
+        )
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A queue message body as JSON."""
+    return dict(json.loads(body))

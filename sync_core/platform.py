@@ -1,0 +1,120 @@
+"""Events out to the booking platform (SPEC §3.3): signed, sequenced, retried, parked when hopeless.
+
+``emit`` numbers an event for its resource and queues it; the ``deliver`` queue function posts it.
+A delivery keeps its webhook id across retries, so the platform can drop repeats, and every
+``data`` carries ``sequence`` so the platform can drop stale ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from sync_core import webhooks
+from sync_core.config import Settings
+from sync_core.store.history import History, HistoryEntry
+from sync_core.store.queues import DELIVER, QueueStore, poison_queue
+from sync_core.store.records import Sequences
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = (5.0, 10.0)
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def retry_delay(base: float, attempt: int, cap: float = 3600.0) -> int:
+    """Seconds before retry ``attempt`` + 1: base, 3 base, 9 base, ... up to an hour."""
+    return int(min(cap, base * 3 ** (attempt - 1)))
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        queues: QueueStore,
+        sequences: Sequences,
+        history: History,
+        session: requests.Session | None = None,
+        clock: Callable[[], str] = iso_now,
+    ) -> None:
+        self.settings = settings
+        self.queues = queues
+        self.sequences = sequences
+        self.history = history
+        self.session = session or requests.Session()
+        self.clock = clock
+
+    def emit(self, event_type: str, resource_id: str, data: dict[str, Any]) -> str:
+        """Queue one event for the platform; returns its webhook id."""
+        message_id = webhooks.new_message_id()
+        body = {
+            "type": event_type,
+            "timestamp": self.clock(),
+            "data": {
+                **data,
+                "resource_id": resource_id,
+                "sequence": self.sequences.next(resource_id),
+            },
+        }
+        self.queues.send(DELIVER, {"id": message_id, "body": body, "attempt": 1})
+        return message_id
+
+    def deliver(self, message: dict[str, Any]) -> bool:
+        """Post one queued event. False when it failed and was requeued or parked."""
+        message_id, body, attempt = message["id"], message["body"], int(message.get("attempt", 1))
+        raw = _json_bytes(body)
+        headers = webhooks.sign(
+            self.settings.platform_webhook_secret,
+            message_id,
+            int(datetime.now(UTC).timestamp()),
+            raw,
+        )
+        headers["Content-Type"] = "application/json"
+        try:
+            answer = self.session.post(
+                self.settings.platform_webhook_url, data=raw, headers=headers, timeout=TIMEOUT
+            )
+            if 200 <= answer.status_code < 300:
+                return True
+            problem = f"the platform answered {answer.status_code}"
+        except requests.RequestException as exc:
+            problem = f"the platform could not be reached ({type(exc).__name__})"
+
+        resource_id = body["data"].get("resource_id")
+        if attempt >= self.settings.retry_attempts:
+            # Parked: kept in the poison queue, where status counts it and an admin can replay it.
+            self.queues.send(poison_queue(DELIVER), {**message, "error": problem})
+            log.warning(
+                "delivery %s (%s) parked after %d tries: %s",
+                message_id,
+                body["type"],
+                attempt,
+                problem,
+            )
+            self.history.record(
+                HistoryEntry(
+                    at=datetime.now(UTC),
+                    resource_id=resource_id,
+                    action=f"deliver.{body['type']}",
+                    subject=message_id,
+                    outcome="parked",
+                    detail=f"{problem}; gave up after {attempt} tries",
+                )
+            )
+            return False
+        delay = retry_delay(self.settings.retry_base_seconds, attempt)
+        self.queues.send(DELIVER, {**message, "attempt": attempt + 1}, delay_seconds=delay)
+        log.info("delivery %s: %s; try %d in %d s", message_id, problem, attempt + 1, delay)
+        return False
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,135 @@
+"""Links: which Outlook event projects which booking, and what was last written to it.
+
+One entity per booking (partition ``link``) plus an index entity per projected event
+(partition = mailbox, row = event id) so the inbound direction can recognise its own events.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from sync_core.store.tables import ConflictError, Entity, TableStore, encode_key
+
+LinkState = Literal["pending", "active", "removed"]
+
+
+@dataclass(frozen=True)
+class Link:
+    booking_id: str
+    resource_id: str
+    mailbox: str
+    generation: int  # how many events were created for this booking (a move creates a new one)
+    transaction_id: str
+    state: LinkState
+    event_id: str | None = None
+    applied_version: int = 0
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    content_hash: str = ""
+    web_link: str | None = None
+    join_url: str | None = None
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    etag: str | None = None
+
+
+def _entity(link: Link) -> Entity:
+    return {
+        "PartitionKey": "link",
+        "RowKey": encode_key(link.booking_id),
+        "BookingId": link.booking_id,
+        "ResourceId": link.resource_id,
+        "Mailbox": link.mailbox,
+        "Generation": link.generation,
+        "TransactionId": link.transaction_id,
+        "State": link.state,
+        "EventId": link.event_id,
+        "AppliedVersion": link.applied_version,
+        "Fingerprints": json.dumps(link.fingerprints, sort_keys=True),
+        "ContentHash": link.content_hash,
+        "WebLink": link.web_link,
+        "JoinUrl": link.join_url,
+        "UpdatedAt": link.updated_at,
+    }
+
+
+def _link(entity: Entity) -> Link:
+    return Link(
+        booking_id=entity["BookingId"],
+        resource_id=entity["ResourceId"],
+        mailbox=entity["Mailbox"],
+        generation=int(entity["Generation"]),
+        transaction_id=entity["TransactionId"],
+        state=entity["State"],
+        event_id=entity.get("EventId"),
+        applied_version=int(entity.get("AppliedVersion", 0)),
+        fingerprints=json.loads(entity.get("Fingerprints") or "{}"),
+        content_hash=entity.get("ContentHash", ""),
+        web_link=entity.get("WebLink"),
+        join_url=entity.get("JoinUrl"),
+        updated_at=entity["UpdatedAt"],
+        etag=entity.get("etag"),
+    )
+
+
+class LinkRepository:
+    TABLE = "links"
+    INDEX = "projections"
+
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def get(self, booking_id: str) -> Link | None:
+        entity = self.tables.get(self.TABLE, "link", encode_key(booking_id))
+        return _link(entity) if entity else None
+
+    def save(self, link: Link) -> Link:
+        """Insert (no ETag) or replace guarded by the ETag it was read with."""
+        stamped = replace(link, updated_at=datetime.now(UTC))
+        if link.etag is None:
+            etag = self.tables.insert(self.TABLE, _entity(stamped))
+        else:
+            etag = self.tables.replace(self.TABLE, _entity(stamped), link.etag)
+        return replace(stamped, etag=etag)
+
+    def for_resource(self, resource_id: str) -> list[Link]:
+        return [
+            _link(e)
+            for e in self.tables.query(
+                self.TABLE,
+                "PartitionKey eq @pk and ResourceId eq @resource",
+                {"pk": "link", "resource": resource_id},
+            )
+        ]
+
+    # -- the projection index: (mailbox, event id) → booking ----------------------------------
+
+    def index(self, mailbox: str, event_id: str, booking_id: str) -> None:
+        self.tables.upsert(
+            self.INDEX,
+            {
+                "PartitionKey": encode_key(mailbox),
+                "RowKey": encode_key(event_id),
+                "BookingId": booking_id,
+            },
+        )
+
+    def unindex(self, mailbox: str, event_id: str) -> None:
+        self.tables.delete(self.INDEX, encode_key(mailbox), encode_key(event_id))
+
+    def booking_for_event(self, mailbox: str, event_id: str) -> str | None:
+        entity = self.tables.get(self.INDEX, encode_key(mailbox), encode_key(event_id))
+        return str(entity["BookingId"]) if entity else None
+
+    def projected_events(self, mailbox: str) -> dict[str, str]:
+        """Every event id this service wrote into ``mailbox``, with its booking id."""
+        return {
+            e["RowKey"]: e["BookingId"]
+            for e in self.tables.query(
+                self.INDEX, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}
+            )
+        }
+
+
+__all__ = ["ConflictError", "Link", "LinkRepository"]

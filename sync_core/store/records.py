@@ -1,0 +1,136 @@
+"""Small record stores the sync directions share: seen webhook ids, per-resource sequences,
+the latest booking states, and per-mapping status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sync_core.store.tables import ConflictError, Entity, TableStore, encode_key
+
+TEXT_CHUNK = 30_000  # Table Storage string properties hold at most 64 KiB (32K UTF-16 units)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _spread(value: str) -> str:
+    """A partition key that spreads ids evenly (two hex digits)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:2]
+
+
+def put_text(entity: Entity, name: str, text: str) -> None:
+    """Store a long text across numbered properties (``Name0``, ``Name1``, ...)."""
+    chunks = [text[i : i + TEXT_CHUNK] for i in range(0, len(text), TEXT_CHUNK)] or [""]
+    entity[f"{name}Parts"] = len(chunks)
+    for index, chunk in enumerate(chunks):
+        entity[f"{name}{index}"] = chunk
+
+
+def get_text(entity: Entity, name: str) -> str:
+    return "".join(entity[f"{name}{i}"] for i in range(int(entity.get(f"{name}Parts", 0))))
+
+
+class SeenIds:
+    """Webhook ids already accepted, so a redelivery is answered as a duplicate."""
+
+    TABLE = "webhookids"
+
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def seen(self, webhook_id: str) -> bool:
+        return self.tables.get(self.TABLE, _spread(webhook_id), encode_key(webhook_id)) is not None
+
+    def remember(self, webhook_id: str) -> None:
+        self.tables.upsert(
+            self.TABLE,
+            {"PartitionKey": _spread(webhook_id), "RowKey": encode_key(webhook_id), "At": now()},
+        )
+
+
+class Sequences:
+    """A monotonic counter per resource: every outbound event carries the next value."""
+
+    TABLE = "sequences"
+
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def next(self, resource_id: str) -> int:
+        key = encode_key(resource_id)
+        for _ in range(50):
+            current = self.tables.get(self.TABLE, "sequence", key)
+            try:
+                if current is None:
+                    self.tables.insert(
+                        self.TABLE, {"PartitionKey": "sequence", "RowKey": key, "Value": 1}
+                    )
+                    return 1
+                value = int(current["Value"]) + 1
+                self.tables.replace(
+                    self.TABLE,
+                    {"PartitionKey": "sequence", "RowKey": key, "Value": value},
+                    current["etag"],
+                )
+                return value
+            except ConflictError:
+                continue  # another writer took this number; read again
+        raise ConflictError(f"sequences: could not advance {resource_id!r} under contention")
+
+
+@dataclass(frozen=True)
+class StoredBooking:
+    booking_id: str
+    version: int
+    event: dict[str, Any]  # the whole webhook body: type, timestamp, data
+    received_at: datetime
+
+
+class BookingStates:
+    """The newest state received for each booking. Older versions never overwrite newer ones."""
+
+    TABLE = "bookings"
+
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def get(self, booking_id: str) -> StoredBooking | None:
+        entity = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
+        if entity is None:
+            return None
+        return StoredBooking(
+            booking_id=booking_id,
+            version=int(entity["Version"]),
+            event=json.loads(get_text(entity, "Event")),
+            received_at=entity["ReceivedAt"],
+        )
+
+    def save_if_newer(self, booking_id: str, version: int, event: dict[str, Any]) -> bool:
+        """Keep ``event`` if its version is newer than the stored one; False if it was not."""
+        for _ in range(20):
+            current = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
+            if current is not None and int(current["Version"]) >= version:
+                return False
+            entity: Entity = {
+                "PartitionKey": _spread(booking_id),
+                "RowKey": encode_key(booking_id),
+                "BookingId": booking_id,
+                "Version": version,
+                "ReceivedAt": now(),
+            }
+            put_text(entity, "Event", json.dumps(event, separators=(",", ":")))
+            try:
+                if current is None:
+                    self.tables.insert(self.TABLE, entity)
+                else:
+                    self.tables.replace(self.TABLE, entity, current["etag"])
+                return True
+            except ConflictError:
+                continue
+        raise ConflictError(f"bookings: {booking_id!r} is being written concurrently")

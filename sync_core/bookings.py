@@ -31,6 +31,7 @@ from sync_core.booking import (
 from sync_core.graph import ErrorKind, GraphError
 from sync_core.platform import retry_delay
 from sync_core.problems import Unauthorized, Unavailable
+from sync_core.reconcile import TRANSACTION_PREFIX, observable_digest
 from sync_core.services import Services
 from sync_core.store.history import HistoryEntry, Outcome
 from sync_core.store.links import Link
@@ -93,7 +94,11 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
     event = BookingEvent.model_validate(stored.event)
     booking = event.data
     link = svc.links.get(booking_id)
-    if link is not None and link.state != "pending" and link.applied_version >= booking.version:
+    repair = bool(message.get("repair"))  # a person changed or deleted the projection in Outlook
+    if repair and (link is None or link.state != "active"):
+        return  # nothing of ours to restore (it was removed on purpose)
+    current = link is not None and link.applied_version >= booking.version
+    if link is not None and link.state != "pending" and current and not repair:
         return  # this version (or a newer one) is already in the calendar
     mapping = svc.mappings.get(booking.resource_id)
     if mapping is not None and not mapping.enabled:
@@ -103,7 +108,7 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
         return
     target = None if (event.removes or mapping is None) else mapping.mailbox
     try:
-        result = _converge(svc, booking, link, target)
+        result = _converge(svc, booking, link, target, repair=repair)
     except GraphError as error:
         _failed(svc, booking, error, message, attempt)
         return
@@ -111,7 +116,9 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
     _history(svc, booking.resource_id, result.action, booking_id, result.outcome, result.detail)
 
 
-def _converge(svc: Services, booking: Booking, link: Link | None, target: str | None) -> _Outcome:
+def _converge(
+    svc: Services, booking: Booking, link: Link | None, target: str | None, *, repair: bool = False
+) -> _Outcome:
     # 1. Leave the calendar it is in, if it moved or should be gone.
     moved = False
     if link is not None and link.state != "removed" and link.mailbox != target:
@@ -147,6 +154,7 @@ def _converge(svc: Services, booking: Booking, link: Link | None, target: str | 
                 etag=link.etag if link else None,
             )
         )
+        svc.links.index(target, TRANSACTION_PREFIX + link.transaction_id, booking.id)
         written = svc.graph.create_event(
             target, creation_body(projection, booking.id, link.transaction_id)
         )
@@ -159,7 +167,7 @@ def _converge(svc: Services, booking: Booking, link: Link | None, target: str | 
         written, detail = _recover(svc, booking, link, projection)
         action = "booking.create"
     else:
-        changes = changed_fields(projection, link.fingerprints)
+        changes = changed_fields(projection, {} if repair else link.fingerprints)
         if not changes:
             svc.links.save(
                 replace(link, applied_version=booking.version, resource_id=booking.resource_id)
@@ -169,7 +177,11 @@ def _converge(svc: Services, booking: Booking, link: Link | None, target: str | 
         assert link.event_id is not None
         try:
             written = svc.graph.update_event(target, link.event_id, changes)
-            action, detail = "booking.update", f"changed {', '.join(sorted(changes))}"
+            action, detail = (
+                ("booking.repair", "restored after an edit in Outlook")
+                if repair
+                else ("booking.update", f"changed {', '.join(sorted(changes))}")
+            )
         except GraphError as error:
             if error.kind is not ErrorKind.ITEM_NOT_FOUND:
                 raise
@@ -184,10 +196,11 @@ def _converge(svc: Services, booking: Booking, link: Link | None, target: str | 
                     transaction_id=transaction_id(booking.id, target, link.generation + 1),
                 )
             )
+            svc.links.index(target, TRANSACTION_PREFIX + link.transaction_id, booking.id)
             written = svc.graph.create_event(
                 target, creation_body(projection, booking.id, link.transaction_id)
             )
-            action, detail = "booking.update", f"recreated in {target} (it had been deleted)"
+            action, detail = "booking.repair", f"recreated in {target} after it was deleted"
 
     event_id = str(written["id"])
     join_url = (written.get("onlineMeeting") or {}).get("joinUrl") or link.join_url
@@ -204,7 +217,8 @@ def _converge(svc: Services, booking: Booking, link: Link | None, target: str | 
             join_url=join_url,
         )
     )
-    svc.links.index(target, event_id, booking.id)
+    svc.links.index(target, event_id, booking.id, observable_digest(projection))
+    svc.links.unindex(target, TRANSACTION_PREFIX + link.transaction_id)
     _report_conflicts(svc, booking, target, event_id)
     _synced(svc, booking, link)
     return _Outcome(action, "ok", detail)
@@ -236,6 +250,7 @@ def _remove(svc: Services, link: Link) -> None:
             link.mailbox, BOOKING_PROPERTY_ID, link.booking_id
         ):
             svc.graph.delete_event(link.mailbox, str(event["id"]))
+    svc.links.unindex(link.mailbox, TRANSACTION_PREFIX + link.transaction_id)
 
 
 def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: str) -> None:

@@ -105,27 +105,26 @@ class LinkRepository:
 
     # -- the projection index: (mailbox, event id) → booking ----------------------------------
 
-    def index(self, mailbox: str, event_id: str, booking_id: str) -> None:
+    def index(self, mailbox: str, key: str, booking_id: str, digest: str = "") -> None:
+        """Remember that ``key`` (event id, or ``txn:`` + transaction id) in ``mailbox`` is ours."""
         self.tables.upsert(
             self.INDEX,
             {
                 "PartitionKey": encode_key(mailbox),
-                "RowKey": encode_key(event_id),
+                "RowKey": encode_key(key),
+                "Key": key,
                 "BookingId": booking_id,
+                "Digest": digest,
             },
         )
 
-    def unindex(self, mailbox: str, event_id: str) -> None:
-        self.tables.delete(self.INDEX, encode_key(mailbox), encode_key(event_id))
+    def unindex(self, mailbox: str, key: str) -> None:
+        self.tables.delete(self.INDEX, encode_key(mailbox), encode_key(key))
 
-    def booking_for_event(self, mailbox: str, event_id: str) -> str | None:
-        entity = self.tables.get(self.INDEX, encode_key(mailbox), encode_key(event_id))
-        return str(entity["BookingId"]) if entity else None
-
-    def projected_events(self, mailbox: str) -> dict[str, str]:
-        """Every event id this service wrote into ``mailbox``, with its booking id."""
+    def projections(self, mailbox: str) -> dict[str, tuple[str, str]]:
+        """Everything this service wrote into ``mailbox``: key → (booking id, observable digest)."""
         return {
-            e["RowKey"]: e["BookingId"]
+            e["Key"]: (e["BookingId"], e.get("Digest") or "")
             for e in self.tables.query(
                 self.INDEX, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}
             )

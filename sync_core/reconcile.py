@@ -1,0 +1,181 @@
+"""Pure decisions of the inbound direction: Outlook events → blockers, and drift of projections.
+
+No I/O. Given what Outlook shows (a delta page or a full read) and what was stored and sent
+before, decide which blockers to upsert, which to delete, and which of the service's own events
+drifted from their booking. The shell in ``inbound.py`` loads state, calls this, applies the plan.
+
+Rules (SPEC §4): ``showAs`` busy, tentative, oof and workingElsewhere block; free, unknown and
+cancelled events do not. A private, personal or confidential event never shows its title; a
+``busy_only`` mapping shows no titles at all. Each occurrence of a series is its own blocker.
+The service's own projections never become blockers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+BLOCKING = frozenset({"busy", "tentative", "oof", "workingelsewhere"})
+SECRET_SENSITIVITY = frozenset({"private", "personal", "confidential"})
+# What a person can change on a projection that the service must put back.
+DRIFT_FIELDS = ("subject", "isAllDay", "showAs", "sensitivity")
+TRANSACTION_PREFIX = "txn:"
+
+
+@dataclass(frozen=True)
+class BlockerState:
+    """A blocker as the platform should see it (SPEC §3.3 ``blocker.upserted``)."""
+
+    id: str
+    event_id: str
+    ical_uid: str | None
+    start: datetime
+    end: datetime
+    all_day: bool
+    show_as: str
+    title: str | None
+
+    def digest(self) -> str:
+        return hashlib.sha256(
+            json.dumps(
+                [
+                    self.start.isoformat(),
+                    self.end.isoformat(),
+                    self.all_day,
+                    self.show_as,
+                    self.title,
+                ]
+            ).encode()
+        ).hexdigest()[:24]
+
+
+@dataclass
+class Plan:
+    upserts: list[BlockerState] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)  # blocker ids
+    drifted: list[str] = field(default_factory=list)  # booking ids whose projection drifted
+
+
+def blocker_id(mailbox: str, event_id: str) -> str:
+    """Stable per Outlook occurrence: immutable ids make the same occurrence the same blocker."""
+    return "blk_" + hashlib.sha256(f"{mailbox.lower()}\n{event_id}".encode()).hexdigest()[:32]
+
+
+def parse_graph_time(value: Mapping[str, Any]) -> datetime:
+    """A Graph dateTimeTimeZone as an aware UTC datetime."""
+    text = str(value["dateTime"])
+    if "." in text:
+        text = text[: text.index(".")]
+    moment = datetime.fromisoformat(text)
+    zone_name = str(value.get("timeZone") or "UTC")
+    try:
+        zone = ZoneInfo("UTC" if zone_name in ("UTC", "tzone://Microsoft/Utc") else zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")  # requests ask for UTC (Prefer: outlook.timezone="UTC")
+    return moment.replace(tzinfo=zone).astimezone(UTC)
+
+
+def to_blocker(mailbox: str, event: Mapping[str, Any], privacy: str) -> BlockerState | None:
+    """The blocker an Outlook event makes, or None if it does not block."""
+    if event.get("type") == "seriesMaster" or event.get("isCancelled"):
+        return None
+    show_as = str(event.get("showAs") or "busy")
+    if show_as.lower() not in BLOCKING:
+        return None
+    secret = str(event.get("sensitivity") or "normal").lower() in SECRET_SENSITIVITY
+    title = None if (privacy != "full" or secret) else (event.get("subject") or None)
+    return BlockerState(
+        id=blocker_id(mailbox, str(event["id"])),
+        event_id=str(event["id"]),
+        ical_uid=event.get("iCalUId"),
+        start=parse_graph_time(event["start"]),
+        end=parse_graph_time(event["end"]),
+        all_day=bool(event.get("isAllDay")),
+        show_as=show_as,
+        title=title,
+    )
+
+
+def observable_digest(event: Mapping[str, Any]) -> str:
+    """What a person sees of an event and could change: title, times, all-day, showAs, privacy.
+
+    Computed the same way from the projection the service wrote and from the event Graph shows,
+    so an echo of the service's own write matches and a person's edit does not.
+    """
+    values = [event.get(name) for name in DRIFT_FIELDS]
+    values += [parse_graph_time(event[name]).isoformat() for name in ("start", "end")]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:24]
+
+
+def plan_page(
+    *,
+    mailbox: str,
+    privacy: str,
+    changed: Iterable[Mapping[str, Any]],
+    removed: Iterable[str],
+    stored: Mapping[str, str],
+    projections: Mapping[str, tuple[str, str]],
+    window: tuple[datetime, datetime],
+) -> Plan:
+    """Decide for one page of changes.
+
+    ``stored`` maps blocker id → digest last sent; ``projections`` maps the service's own event
+    ids (or ``txn:`` + transaction id, for creates not yet recorded) → (booking id, observable
+    digest of what it wrote, or "" if unknown). Only blockers whose digest changed are sent again;
+    an own event has drifted only if what a person sees of it changed.
+    """
+    plan = Plan()
+    start, end = window
+    for event in changed:
+        event_id = str(event["id"])
+        own = projections.get(event_id)
+        if own is None and event.get("transactionId"):
+            # Created but not yet recorded under its id: known by its transaction id.
+            own = projections.get(TRANSACTION_PREFIX + str(event["transactionId"]))
+        if own is not None:
+            if own[1] and observable_digest(event) != own[1]:
+                plan.drifted.append(own[0])  # a person edited it: restore the booking's state
+            continue
+        blocker = to_blocker(mailbox, event, privacy)
+        bid = blocker_id(mailbox, event_id)
+        if blocker is None or blocker.end <= start or blocker.start >= end:
+            if bid in stored:
+                plan.deletes.append(bid)
+            continue
+        if stored.get(bid) != blocker.digest():
+            plan.upserts.append(blocker)
+    for event_id in removed:
+        own = projections.get(event_id)
+        if own is not None:
+            plan.drifted.append(own[0])  # deleted in Outlook: restore it
+            continue
+        bid = blocker_id(mailbox, event_id)
+        if bid in stored:
+            plan.deletes.append(bid)
+    return plan
+
+
+def plan_full_round(
+    *,
+    seen: set[str],
+    stored: Mapping[str, str],
+) -> list[str]:
+    """After a complete full read: stored blockers that Outlook no longer shows.
+
+    Only called when the whole round was read without error, so an error or an interrupted read
+    can never look like "everything was deleted".
+    """
+    return sorted(bid for bid in stored if bid not in seen)
+
+
+def outside_window(
+    blockers: Mapping[str, tuple[datetime, datetime]], window: tuple[datetime, datetime]
+) -> list[str]:
+    """Blockers that ended before the window starts (the window moved on)."""
+    start, _ = window
+    return sorted(bid for bid, (_, end) in blockers.items() if end <= start)

@@ -17,6 +17,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from devhost.azurite import Azurite, free_port, port_open
+from sandbox import Sandbox
 from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
@@ -80,6 +81,7 @@ class LocalHost:
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.env = dict(env)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
         full_env.update(env)
 
@@ -127,3 +129,26 @@ def function_host(settings_env: dict[str, str]) -> Iterator[LocalHost]:
     host = LocalHost(env).wait_ready()
     yield host
     host.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """One simulated Microsoft 365 tenant (login + Graph over HTTPS) for the session."""
+    server = Sandbox(state_dir=tmp_path_factory.mktemp("m365")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tenant(sandbox: Sandbox) -> Sandbox:
+    """The simulated tenant, reset to its seed (rooms, people; no faults, no subscriptions)."""
+    sandbox.control.reset()
+    sandbox.control.clear_faults()
+    sandbox.control.clear_requests()
+    return sandbox
+
+
+@pytest.fixture
+def tenant_env(settings_env: dict[str, str], tenant: Sandbox) -> dict[str, str]:
+    """Valid settings pointing at Azurite and the simulated tenant."""
+    return settings_env | tenant.env()

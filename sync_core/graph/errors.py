@@ -58,9 +58,10 @@ class ErrorKind(Enum):
     )
     SECRET_EXPIRED = (
         False,
-        "the client secret has expired ({code})",
-        "Create a new secret under App registrations → Certificates & secrets and store it in "
-        "Key Vault, or switch CREDENTIAL_MODE to managed_identity so no secret can expire.",
+        "the client secret (CLIENT_SECRET or its Key Vault secret) has expired ({code})",
+        "Create a new secret under App registrations → Certificates & secrets and put its value "
+        "in CLIENT_SECRET or Key Vault, or switch CREDENTIAL_MODE to managed_identity so no "
+        "secret can expire.",
     )
     CERTIFICATE_INVALID = (
         False,

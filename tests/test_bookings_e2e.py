@@ -1,0 +1,271 @@
+"""Bookings into Microsoft 365, end to end: platform → local host → Azurite → simulated tenant."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.core.exceptions import ServiceRequestError
+from azure.data.tables import TableClient
+
+from sandbox import Sandbox
+from sandbox.platform import PlatformSim
+from sync_core import bookings
+from sync_core.booking import BOOKING_PROPERTY_ID
+from sync_core.config import load_settings
+from sync_core.services import Services
+from tests.conftest import FUNCTION_KEY, KEY_HEADER, LocalHost
+
+ROOM_A = "room.berlin@contoso.example"
+ROOM_B = "berlin.havel@contoso.example"
+
+
+@pytest.fixture
+def platform(tenant_env: dict[str, str]) -> Iterator[PlatformSim]:
+    sim = PlatformSim(
+        platform_secret=tenant_env["PLATFORM_WEBHOOK_SECRET"],
+        booking_secret=tenant_env["BOOKING_WEBHOOK_SECRET"],
+        function_key=FUNCTION_KEY,
+    ).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def stack(
+    tenant_env: dict[str, str], platform: PlatformSim, tenant: Sandbox
+) -> Iterator[tuple[LocalHost, PlatformSim, Sandbox]]:
+    env = tenant_env | {
+        "FUNCTIONS_KEY": FUNCTION_KEY,
+        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
+        "RETRY_BASE_SECONDS": "1",
+        "EVENT_CATEGORY": "Booked via platform",
+    }
+    host = LocalHost(env).wait_ready()
+    platform.product_url = host.base
+    for resource, mailbox in (("room-42", ROOM_A), ("room-43", ROOM_B)):
+        requests.put(
+            f"{host.base}/api/admin/mappings/{resource}",
+            json={"mailbox": mailbox, "privacy": "full"},
+            headers=KEY_HEADER,
+            timeout=10,
+        ).raise_for_status()
+    yield host, platform, tenant
+    host.stop()
+
+
+def wait(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ours(tenant: Sandbox, mailbox: str, booking_id: str) -> list[dict[str, Any]]:
+    events = tenant.control.events(mailbox)
+    return [
+        e
+        for e in events
+        if any(
+            p.get("id", "").lower() == BOOKING_PROPERTY_ID.lower() and p.get("value") == booking_id
+            for p in e.get("singleValueExtendedProperties") or []
+        )
+    ]
+
+
+def synced(platform: PlatformSim, booking_id: str, version: int) -> dict[str, Any]:
+    found = platform.wait_for(
+        lambda got: [
+            r
+            for r in got
+            if r["type"] == "booking.synced"
+            and r["data"]["booking_id"] == booking_id
+            and r["data"]["version"] == version
+        ]
+    )
+    return next(
+        r for r in found if r["type"] == "booking.synced" and r["data"]["version"] == version
+    )
+
+
+def graph_writes(tenant: Sandbox, mailbox: str) -> list[str]:
+    return [
+        f"{r['method']}"
+        for r in tenant.control.requests(mailbox=mailbox)
+        if r.get("kind") == "graph" and r["method"] in ("POST", "PATCH", "DELETE")
+    ]
+
+
+def test_create_update_stale_duplicate_cancel(
+    stack: tuple[LocalHost, PlatformSim, Sandbox],
+) -> None:
+    host, platform, tenant = stack
+    event = platform.booking_event(resource_id="room-42")
+    booking_id = event["data"]["id"]
+    assert platform.send_booking(event, webhook_id="msg_c1").status_code == 202
+    delivery = synced(platform, booking_id, 1)
+    created = wait(lambda: ours(tenant, ROOM_A, booking_id), what="the event")
+    assert len(created) == 1
+    assert created[0]["subject"] == "Sprint review"
+    assert created[0]["categories"] == ["Booked via platform"]
+    assert delivery["data"]["event_id"] == created[0]["id"]
+    assert delivery["data"]["web_link"]
+    assert delivery["data"]["mailbox"] == ROOM_A
+    assert not delivery["problems"]
+    assert graph_writes(tenant, ROOM_A) == ["POST"]  # exactly one request for the create
+
+    tenant.control.clear_requests()
+    updated = platform.booking_event(resource_id="room-42", id=booking_id, version=2, title="Retro")
+    assert platform.send_booking(updated).status_code == 202
+    synced(platform, booking_id, 2)
+    event_now = ours(tenant, ROOM_A, booking_id)
+    assert [e["subject"] for e in event_now] == ["Retro"]
+    assert event_now[0]["id"] == created[0]["id"]
+    assert graph_writes(tenant, ROOM_A) == ["PATCH"]
+
+    # A stale version and a repeat of the same version under a new webhook id change nothing.
+    stale = platform.booking_event(resource_id="room-42", id=booking_id, version=1, title="Old")
+    assert platform.send_booking(stale).status_code == 202
+    assert platform.send_booking(updated, webhook_id="msg_new_id").status_code == 202
+    assert platform.send_booking(event, webhook_id="msg_c1").json() == {"status": "duplicate"}
+    time.sleep(1.0)
+    assert [e["subject"] for e in ours(tenant, ROOM_A, booking_id)] == ["Retro"]
+    assert graph_writes(tenant, ROOM_A) == ["PATCH"]
+
+    cancelled = platform.booking_event(
+        "booking.cancelled", resource_id="room-42", id=booking_id, version=3
+    )
+    assert platform.send_booking(cancelled).status_code == 202
+    wait(lambda: not ours(tenant, ROOM_A, booking_id), what="the event to be deleted")
+    assert graph_writes(tenant, ROOM_A) == ["PATCH", "DELETE"]
+
+
+def test_delete_and_move_between_rooms(stack: tuple[LocalHost, PlatformSim, Sandbox]) -> None:
+    _, platform, tenant = stack
+    event = platform.booking_event(resource_id="room-42")
+    booking_id = event["data"]["id"]
+    platform.send_booking(event)
+    wait(lambda: ours(tenant, ROOM_A, booking_id), what="the event")
+    moved = platform.booking_event(resource_id="room-43", id=booking_id, version=2)
+    assert platform.send_booking(moved).status_code == 202
+    synced(platform, booking_id, 2)
+    assert ours(tenant, ROOM_A, booking_id) == []
+    assert len(ours(tenant, ROOM_B, booking_id)) == 1
+    deleted = platform.booking_event(
+        "booking.deleted", resource_id="room-43", id=booking_id, version=3
+    )
+    assert platform.send_booking(deleted).status_code == 202
+    wait(lambda: not ours(tenant, ROOM_B, booking_id), what="the event to be deleted")
+
+
+def test_all_day_private_teams_and_guests(stack: tuple[LocalHost, PlatformSim, Sandbox]) -> None:
+    _, platform, tenant = stack
+    all_day = platform.booking_event(
+        resource_id="room-42",
+        all_day=True,
+        start="2026-12-01",
+        end="2026-12-03",
+        private=True,
+        online_meeting=True,
+    )
+    booking_id = all_day["data"]["id"]
+    assert platform.send_booking(all_day).status_code == 202
+    delivery = synced(platform, booking_id, 1)
+    (event,) = ours(tenant, ROOM_A, booking_id)
+    assert event["isAllDay"] is True
+    assert event["sensitivity"] == "private"
+    assert event["isOnlineMeeting"] is True
+    join_url = (event.get("onlineMeeting") or {}).get("joinUrl") or event.get("joinUrl")
+    assert join_url and delivery["data"]["online_meeting_url"] == join_url
+    assert "Alan Turing" in str(event["body"])  # guests listed in the body: no invitations
+    assert event["attendees"] == []
+
+
+def test_conflicts_are_reported(stack: tuple[LocalHost, PlatformSim, Sandbox]) -> None:
+    host, platform, tenant = stack
+    svc = Services(load_settings(host_env(host), Path("/nonexistent")))
+    event = platform.booking_event(resource_id="room-42")
+    start, end = bookings.BookingEvent.model_validate(event).data.interval_utc()  # type: ignore[attr-defined]
+    from sync_core.store.blockers import Blocker
+
+    svc.blockers.put(
+        Blocker("blk_1", ROOM_A, "room-42", "outlook-1", None, start, end, False, "busy", "Board")
+    )
+    platform.send_booking(event)
+    found = platform.wait_for(lambda got: [r for r in got if r["type"] == "booking.conflict"])
+    conflict = next(r for r in found if r["type"] == "booking.conflict")
+    assert conflict["data"]["booking_id"] == event["data"]["id"]
+    assert [c["blocker_id"] for c in conflict["data"]["conflicts"]] == ["blk_1"]
+    assert len(ours(tenant, ROOM_A, event["data"]["id"])) == 1  # written anyway
+
+
+def host_env(host: LocalHost) -> dict[str, str]:
+    return host.env
+
+
+def test_permanent_errors_are_reported_and_retryable_ones_land_once(
+    stack: tuple[LocalHost, PlatformSim, Sandbox],
+) -> None:
+    host, platform, tenant = stack
+    tenant.control.set_mailbox_state(ROOM_B, "access_denied")
+    denied = platform.booking_event(resource_id="room-43")
+    platform.send_booking(denied)
+    found = platform.wait_for(lambda got: [r for r in got if r["type"] == "booking.failed"])
+    failure = next(r for r in found if r["type"] == "booking.failed")
+    assert failure["data"]["error"]["code"] == "ErrorAccessDenied"
+    assert "scope" in failure["data"]["error"]["hint"]
+    history = requests.get(
+        f"{host.base}/api/admin/mappings/room-43", headers=KEY_HEADER, timeout=10
+    )
+    assert history.status_code == 200
+
+    tenant.control.add_fault(r"/users/.*/events$", "POST", status=429, retry_after=1)
+    tenant.control.add_fault(r"/users/.*/events$", "POST", status=503)
+    throttled = platform.booking_event(resource_id="room-42")
+    platform.send_booking(throttled)
+    synced(platform, throttled["data"]["id"], 1)
+    assert len(ours(tenant, ROOM_A, throttled["data"]["id"])) == 1
+
+
+def test_a_crash_between_the_graph_write_and_the_link_write_leaves_one_event(
+    tenant_env: dict[str, str],
+    tenant: Sandbox,
+    platform: PlatformSim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
+    env = tenant_env | {"PLATFORM_WEBHOOK_URL": platform.webhook_url}
+    svc = Services(load_settings(env, Path("/nonexistent")))
+    from sync_core import admin
+
+    admin.put_mapping(svc.mappings, "room-42", {"mailbox": ROOM_A})
+    event = platform.booking_event(resource_id="room-42")
+    booking_id = event["data"]["id"]
+    svc.bookings.save_if_newer(booking_id, 1, event)
+
+    # Storage fails at the moment the link would record the created event: the worker dies.
+    real_update = TableClient.update_entity
+
+    def storage_down(self: TableClient, entity: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.table_name == "links" and entity.get("State") == "active":
+            raise ServiceRequestError("connection reset by peer")
+        return real_update(self, entity, *args, **kwargs)
+
+    monkeypatch.setattr(TableClient, "update_entity", storage_down)
+    with pytest.raises(ServiceRequestError):
+        bookings.apply(svc, {"booking_id": booking_id, "attempt": 1})
+    assert len(ours(tenant, ROOM_A, booking_id)) == 1
+    monkeypatch.setattr(TableClient, "update_entity", real_update)
+
+    bookings.apply(svc, {"booking_id": booking_id, "attempt": 1})  # the queue delivers it again
+    assert len(ours(tenant, ROOM_A, booking_id)) == 1
+    link = svc.links.get(booking_id)
+    assert link is not None and link.state == "active"
+    assert link.event_id == ours(tenant, ROOM_A, booking_id)[0]["id"]

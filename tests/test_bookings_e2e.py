@@ -106,7 +106,7 @@ def graph_writes(tenant: Sandbox, mailbox: str) -> list[str]:
 def test_create_update_stale_duplicate_cancel(
     stack: tuple[LocalHost, PlatformSim, Sandbox],
 ) -> None:
-    host, platform, tenant = stack
+    _, platform, tenant = stack
     event = platform.booking_event(resource_id="room-42")
     booking_id = event["data"]["id"]
     assert platform.send_booking(event, webhook_id="msg_c1").status_code == 202

@@ -31,7 +31,7 @@ from sync_core.booking import (
 from sync_core.graph import ErrorKind, GraphError
 from sync_core.platform import retry_delay
 from sync_core.problems import Unauthorized, Unavailable
-from sync_core.reconcile import TRANSACTION_PREFIX, observable_digest
+from sync_core.reconcile import observable_digest
 from sync_core.services import Services
 from sync_core.store.history import HistoryEntry, Outcome
 from sync_core.store.links import Link
@@ -154,7 +154,7 @@ def _converge(
                 etag=link.etag if link else None,
             )
         )
-        svc.links.index(target, TRANSACTION_PREFIX + link.transaction_id, booking.id)
+        svc.links.index(target, link.transaction_id, booking.id)
         written = svc.graph.create_event(
             target, creation_body(projection, booking.id, link.transaction_id)
         )
@@ -186,7 +186,7 @@ def _converge(
             if error.kind is not ErrorKind.ITEM_NOT_FOUND:
                 raise
             # Someone deleted our event in Outlook: put it back (drift repair).
-            svc.links.unindex(target, link.event_id)
+            svc.links.unindex(target, link.transaction_id)
             link = svc.links.save(
                 replace(
                     link,
@@ -196,7 +196,7 @@ def _converge(
                     transaction_id=transaction_id(booking.id, target, link.generation + 1),
                 )
             )
-            svc.links.index(target, TRANSACTION_PREFIX + link.transaction_id, booking.id)
+            svc.links.index(target, link.transaction_id, booking.id)
             written = svc.graph.create_event(
                 target, creation_body(projection, booking.id, link.transaction_id)
             )
@@ -217,8 +217,9 @@ def _converge(
             join_url=join_url,
         )
     )
-    svc.links.index(target, event_id, booking.id, observable_digest(projection))
-    svc.links.unindex(target, TRANSACTION_PREFIX + link.transaction_id)
+    svc.links.index(
+        target, link.transaction_id, booking.id, event_id, observable_digest(projection)
+    )
     _report_conflicts(svc, booking, target, event_id)
     _synced(svc, booking, link)
     return _Outcome(action, "ok", detail)
@@ -244,13 +245,12 @@ def _recover(
 def _remove(svc: Services, link: Link) -> None:
     if link.event_id:
         svc.graph.delete_event(link.mailbox, link.event_id)
-        svc.links.unindex(link.mailbox, link.event_id)
     elif link.state == "pending":
         for event in svc.graph.find_events_by_property(
             link.mailbox, BOOKING_PROPERTY_ID, link.booking_id
         ):
             svc.graph.delete_event(link.mailbox, str(event["id"]))
-    svc.links.unindex(link.mailbox, TRANSACTION_PREFIX + link.transaction_id)
+    svc.links.unindex(link.mailbox, link.transaction_id)
 
 
 def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: str) -> None:

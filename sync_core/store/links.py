@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from sync_core.store.tables import ConflictError, Entity, TableStore, encode_key
+from sync_core.reconcile import TRANSACTION_PREFIX
+from sync_core.store.tables import ConflictError, Entity, TableStore, decode_key, encode_key
 
 LinkState = Literal["pending", "active", "removed"]
 
@@ -103,32 +104,37 @@ class LinkRepository:
             )
         ]
 
-    # -- the projection index: (mailbox, event id) → booking ----------------------------------
+    # -- the projection index: what this service wrote into a mailbox ---------------------------
+    # One row per created event, keyed by its transaction id (known before Graph is called), so
+    # an event is recognised as ours even if its id was not recorded yet.
 
-    def index(self, mailbox: str, key: str, booking_id: str, digest: str = "") -> None:
-        """Remember that ``key`` (event id, or ``txn:`` + transaction id) in ``mailbox`` is ours."""
+    def index(
+        self, mailbox: str, transaction: str, booking_id: str, event_id: str = "", digest: str = ""
+    ) -> None:
         self.tables.upsert(
             self.INDEX,
             {
                 "PartitionKey": encode_key(mailbox),
-                "RowKey": encode_key(key),
-                "Key": key,
+                "RowKey": encode_key(transaction),
                 "BookingId": booking_id,
+                "EventId": event_id,
                 "Digest": digest,
             },
         )
 
-    def unindex(self, mailbox: str, key: str) -> None:
-        self.tables.delete(self.INDEX, encode_key(mailbox), encode_key(key))
+    def unindex(self, mailbox: str, transaction: str) -> None:
+        self.tables.delete(self.INDEX, encode_key(mailbox), encode_key(transaction), blind=True)
 
     def projections(self, mailbox: str) -> dict[str, tuple[str, str]]:
-        """Everything this service wrote into ``mailbox``: key → (booking id, observable digest)."""
-        return {
-            e["Key"]: (e["BookingId"], e.get("Digest") or "")
-            for e in self.tables.query(
-                self.INDEX, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}
-            )
-        }
+        """Everything this service wrote into ``mailbox``, by event id and by ``txn:`` +
+        transaction id: (booking id, observable digest of what it wrote, "" if not known yet)."""
+        found: dict[str, tuple[str, str]] = {}
+        for e in self.tables.query(self.INDEX, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}):
+            value = (str(e["BookingId"]), str(e.get("Digest") or ""))
+            found[TRANSACTION_PREFIX + decode_key(e["RowKey"])] = value
+            if e.get("EventId"):
+                found[str(e["EventId"])] = value
+        return found
 
 
 __all__ = ["ConflictError", "Link", "LinkRepository"]

@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from sync_core.config import StorageSettings
+from sync_core.identity import pooled_transport
 
 # Queue names are part of the deployment contract (function bindings and alerts use them).
 APPLY_BOOKING = "apply-booking"
@@ -52,7 +53,11 @@ class QueueStore:
     @classmethod
     def from_settings(cls, storage: StorageSettings) -> QueueStore:
         if storage.connection_string:
-            return cls(QueueServiceClient.from_connection_string(storage.connection_string))
+            return cls(
+                QueueServiceClient.from_connection_string(
+                    storage.connection_string, transport=pooled_transport()
+                )
+            )
         from sync_core.identity import azure_credential
 
         assert storage.queue_endpoint

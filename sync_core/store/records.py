@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sync_core.store.tables import ConflictError, Entity, TableStore, encode_key
+from sync_core.store.tables import ConflictError, Entity, NotFoundError, TableStore, encode_key
 
 TEXT_CHUNK = 30_000  # Table Storage string properties hold at most 64 KiB (32K UTF-16 units)
 
@@ -55,32 +56,43 @@ class SeenIds:
 
 
 class Sequences:
-    """A monotonic counter per resource: every outbound event carries the next value."""
+    """A monotonic counter per resource: every outbound event carries the next value.
+
+    Increments are ETag-guarded, so instances never hand out the same number. Within one
+    process a lock per resource and the last seen ETag make an increment a single write.
+    """
 
     TABLE = "sequences"
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
+        self._known: dict[str, tuple[int, str]] = {}  # resource → (value, etag) last written
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def next(self, resource_id: str) -> int:
         key = encode_key(resource_id)
-        for _ in range(50):
-            current = self.tables.get(self.TABLE, "sequence", key)
-            try:
-                if current is None:
-                    self.tables.insert(
-                        self.TABLE, {"PartitionKey": "sequence", "RowKey": key, "Value": 1}
-                    )
-                    return 1
-                value = int(current["Value"]) + 1
-                self.tables.replace(
-                    self.TABLE,
-                    {"PartitionKey": "sequence", "RowKey": key, "Value": value},
-                    current["etag"],
-                )
-                return value
-            except ConflictError:
-                continue  # another writer took this number; read again
+        with self._lock(key):
+            for _ in range(50):
+                known = self._known.get(key)
+                if known is None:
+                    current = self.tables.get(self.TABLE, "sequence", key)
+                    known = (int(current["Value"]), current["etag"]) if current else None
+                try:
+                    if known is None:
+                        entity = {"PartitionKey": "sequence", "RowKey": key, "Value": 1}
+                        self._known[key] = (1, self.tables.insert(self.TABLE, entity))
+                        return 1
+                    value = known[0] + 1
+                    entity = {"PartitionKey": "sequence", "RowKey": key, "Value": value}
+                    self._known[key] = (value, self.tables.replace(self.TABLE, entity, known[1]))
+                    return value
+                except ConflictError:
+                    self._known.pop(key, None)  # another instance took a number; read again
         raise ConflictError(f"sequences: could not advance {resource_id!r} under contention")
 
 
@@ -113,8 +125,10 @@ class BookingStates:
 
     def save_if_newer(self, booking_id: str, version: int, event: dict[str, Any]) -> bool:
         """Keep ``event`` if its version is newer than the stored one; False if it was not."""
-        for _ in range(20):
-            current = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
+        current: Entity | None = None
+        for attempt in range(20):
+            if attempt:  # a new booking is inserted without reading first
+                current = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
             if current is not None and int(current["Version"]) >= version:
                 return False
             entity: Entity = {
@@ -131,6 +145,6 @@ class BookingStates:
                 else:
                     self.tables.replace(self.TABLE, entity, current["etag"])
                 return True
-            except ConflictError:
+            except (ConflictError, NotFoundError):
                 continue
         raise ConflictError(f"bookings: {booking_id!r} is being written concurrently")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from sync_core.store.tables import TableStore, encode_key
 
 Health = Literal["ok", "error"]
+RECENT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class HealthRepository:
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
+        self._recent: dict[str, datetime] = {}  # resource → when this process last wrote "ok"
 
     def get(self, resource_id: str) -> MappingHealth:
         entity = self.tables.get(self.TABLE, "health", encode_key(resource_id))
@@ -40,15 +42,26 @@ class HealthRepository:
         )
 
     def success(self, resource_id: str) -> None:
-        """The mapping worked just now: state ok; the last error stays for reference."""
+        """The mapping worked just now: state ok; the last error stays for reference.
+
+        Written at most once a minute per mapping while it stays healthy (status shows the
+        last success to the minute), so a busy room does not pay a write per booking.
+        """
+        moment = datetime.now(UTC)
+        written = self._recent.get(resource_id)
+        if written is not None and (moment - written).total_seconds() < RECENT_SECONDS:
+            return
         current = self.get(resource_id)
-        self._write(current, state="ok", last_success=datetime.now(UTC))
+        self._write(current, state="ok", last_success=moment)
+        self._recent[resource_id] = moment
 
     def failure(self, resource_id: str, error: dict[str, Any]) -> None:
+        self._recent.pop(resource_id, None)
         current = self.get(resource_id)
         self._write(current, state="error", last_error=error, last_error_at=datetime.now(UTC))
 
     def clear(self, resource_id: str) -> None:
+        self._recent.pop(resource_id, None)
         self.tables.delete(self.TABLE, "health", encode_key(resource_id))
 
     def _write(self, current: MappingHealth, **changes: Any) -> None:

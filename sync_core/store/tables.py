@@ -26,6 +26,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from sync_core.config import StorageSettings
+from sync_core.identity import pooled_transport
 
 Entity = dict[str, Any]
 
@@ -93,7 +94,11 @@ class TableStore:
     @classmethod
     def from_settings(cls, storage: StorageSettings) -> TableStore:
         if storage.connection_string:
-            return cls(TableServiceClient.from_connection_string(storage.connection_string))
+            return cls(
+                TableServiceClient.from_connection_string(
+                    storage.connection_string, transport=pooled_transport()
+                )
+            )
         from sync_core.identity import azure_credential
 
         assert storage.table_endpoint
@@ -158,11 +163,18 @@ class TableStore:
         """Write regardless of what is there (for records with a single writer)."""
         return str(self.table(table).upsert_entity(entity, mode=UpdateMode.REPLACE)["etag"])
 
-    def delete(self, table: str, partition: str, row: str, etag: str | None = None) -> bool:
-        """Delete; with ``etag`` only if unchanged. False if it did not exist."""
+    def delete(
+        self, table: str, partition: str, row: str, etag: str | None = None, *, blind: bool = False
+    ) -> bool:
+        """Delete; with ``etag`` only if unchanged. False if it did not exist.
+
+        ``blind`` skips finding out whether it existed (one request instead of two).
+        """
         client = self.table(table)
         try:
-            if etag is None:
+            if blind:
+                client.delete_entity(partition, row)
+            elif etag is None:
                 # The SDK answers a missing entity with success; look first to report it.
                 if self.get(table, partition, row) is None:
                     return False

@@ -1,0 +1,210 @@
+"""Bookings into Outlook: latency from the 202 to the event existing, and Graph requests per change.
+
+Starts a fresh Azurite, the simulated tenant, the simulated platform and the local function host,
+maps one room, then sends signed booking events at a fixed rate (30/s, then 100/s by default).
+Latency is measured from the moment the product answered 202 to the event's creation time in
+the simulated tenant (same machine, same clock). Afterwards every booking is updated once and
+cancelled once, and the Graph write requests per change are counted from the tenant's log.
+
+    .venv/bin/python bench/bookings.py [--rates 30 100] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from devhost.azurite import Azurite, free_port, port_open  # noqa: E402
+from sandbox import Sandbox  # noqa: E402
+from sandbox.platform import PlatformSim  # noqa: E402
+from sync_core.booking import BOOKING_PROPERTY_ID  # noqa: E402
+
+ROOM = "room.berlin@contoso.example"
+KEY = "bench-key"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def created_at(raw: dict[str, Any]) -> float:
+    text = str(raw["lastModifiedDateTime"]).rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    moment = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return moment + (float("0." + fraction) if fraction else 0.0)
+
+
+def booking_of(raw: dict[str, Any]) -> str | None:
+    for prop in raw.get("singleValueExtendedProperties") or []:
+        if str(prop.get("id", "")).lower() == BOOKING_PROPERTY_ID.lower():
+            return str(prop.get("value"))
+    return None
+
+
+def writes(sandbox: Sandbox) -> dict[str, int]:
+    counts = {"POST": 0, "PATCH": 0, "DELETE": 0, "GET": 0}
+    for entry in sandbox.control.requests(mailbox=ROOM):
+        if entry.get("kind") == "graph" and entry["method"] in counts:
+            counts[entry["method"]] += 1
+    return counts
+
+
+def send_at_rate(
+    platform: PlatformSim, events: list[dict[str, Any]], rate: float
+) -> dict[str, float]:
+    """Send each event at its slot; returns booking id → time the 202 arrived."""
+    accepted: dict[str, float] = {}
+    lock = threading.Lock()
+    start = time.monotonic() + 0.2
+
+    def send(index: int, event: dict[str, Any]) -> None:
+        delay = start + index / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        answer = platform.send_booking(event)
+        if answer.status_code == 202:
+            with lock:
+                accepted[event["data"]["id"]] = time.time()
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for i, event in enumerate(events):
+            pool.submit(send, i, event)
+    return accepted
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 100.0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="bench-bookings-"))
+    azurite = Azurite().start()
+    sandbox = Sandbox(state_dir=state / "m365").start()
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    platform = PlatformSim(
+        platform_secret=values["PLATFORM_WEBHOOK_SECRET"],
+        booking_secret=values["BOOKING_WEBHOOK_SECRET"],
+        function_key=KEY,
+    ).start()
+    port = free_port()
+    env = {
+        **os.environ,
+        **values,
+        **sandbox.env(),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
+        "FUNCTIONS_KEY": KEY,
+    }
+    host = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(state / "devhost.log", "wb"),  # noqa: SIM115
+    )
+    print(f"function host log: {state / 'devhost.log'}")
+    try:
+        wait_until(lambda: port_open(port), 30)
+        base = f"http://127.0.0.1:{port}"
+        platform.product_url = base
+        requests.put(
+            f"{base}/api/admin/mappings/room-42",
+            json={"mailbox": ROOM},
+            headers={"x-functions-key": KEY},
+            timeout=10,
+        ).raise_for_status()
+        print(f"bookings bench: {os.cpu_count()} cores, {args.seconds:.0f} s per rate")
+        for rate in args.rates:
+            sandbox.control.clear_requests()
+            count = int(rate * args.seconds)
+            events = [platform.booking_event(resource_id="room-42") for _ in range(count)]
+            accepted = send_at_rate(platform, events, rate)
+            wanted = set(accepted)
+
+            def created() -> dict[str, float]:
+                return {
+                    b: created_at(raw)
+                    for raw in sandbox.control.events(ROOM)
+                    if (b := booking_of(raw)) in wanted
+                }
+
+            wait_until(lambda: len(created()) >= len(wanted), 120)
+            seen = created()
+            latencies = [(seen[b] - accepted[b]) * 1000 for b in wanted if b in seen]
+            creates = writes(sandbox)
+            print(
+                f"  {rate:5.0f}/s  {len(accepted)}/{count} accepted, {len(seen)} in Outlook; "
+                f"202 → event exists: p50 {percentile(latencies, 50):6.1f} ms  "
+                f"p95 {percentile(latencies, 95):6.1f} ms  p99 {percentile(latencies, 99):6.1f} ms  "
+                f"(mean {statistics.mean(latencies):.1f} ms)"
+            )
+            print(
+                f"         Graph requests per create: {creates['POST'] / max(1, len(seen)):.2f} "
+                f"POST, {creates['GET'] / max(1, len(seen)):.2f} GET"
+            )
+            # One update and one cancel of each booking, at the same rate.
+            sandbox.control.clear_requests()
+            updates = [
+                platform.booking_event(
+                    resource_id="room-42", id=e["data"]["id"], version=2, title="Moved on"
+                )
+                for e in events
+            ]
+            send_at_rate(platform, updates, rate)
+            wait_until(lambda: writes(sandbox)["PATCH"] >= len(updates), 120)
+            time.sleep(1.0)
+            patched = writes(sandbox)
+            sandbox.control.clear_requests()
+            cancels = [
+                platform.booking_event(
+                    "booking.cancelled", resource_id="room-42", id=e["data"]["id"], version=3
+                )
+                for e in events
+            ]
+            send_at_rate(platform, cancels, rate)
+            wait_until(lambda: writes(sandbox)["DELETE"] >= len(cancels), 120)
+            time.sleep(1.0)
+            deleted = writes(sandbox)
+            print(
+                f"         Graph requests per update: {patched['PATCH'] / len(updates):.2f} PATCH "
+                f"(+{(patched['POST'] + patched['DELETE'] + patched['GET']) / len(updates):.2f} other); "
+                f"per cancel: {deleted['DELETE'] / len(cancels):.2f} DELETE "
+                f"(+{(deleted['POST'] + deleted['PATCH'] + deleted['GET']) / len(cancels):.2f} other)"
+            )
+    finally:
+        host.terminate()
+        host.wait(timeout=15)
+        platform.stop()
+        sandbox.stop()
+        azurite.stop()
+
+
+if __name__ == "__main__":
+    main()

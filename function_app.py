@@ -6,7 +6,7 @@ import json
 
 import azure.functions as func
 
-from sync_core import api, bookings
+from sync_core import api, bookings, inbound, subscriptions
 from sync_core.config import get_settings
 from sync_core.services import services
 from sync_core.store import queues
@@ -85,3 +85,33 @@ def apply_booking(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=queues.DELIVER, connection="AzureWebJobsStorage")
 def deliver(msg: func.QueueMessage) -> None:
     services().platform.deliver(json.loads(msg.get_body()))
+
+
+@app.function_name("graph_notifications")
+@app.route(route="api/graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.graph_notifications, req)
+
+
+@app.function_name("graph_lifecycle")
+@app.route(route="api/graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.graph_lifecycle, req)
+
+
+@app.function_name("sync_mailbox")
+@app.queue_trigger(arg_name="msg", queue_name=queues.SYNC_MAILBOX, connection="AzureWebJobsStorage")
+def sync_mailbox(msg: func.QueueMessage) -> None:
+    inbound.sync_mailbox(services(), json.loads(msg.get_body()))
+
+
+@app.function_name("renew_subscriptions")
+@app.timer_trigger(arg_name="timer", schedule="%RENEW_SCHEDULE%")
+def renew_subscriptions(timer: func.TimerRequest) -> None:
+    subscriptions.renew_all(services())
+
+
+@app.function_name("safety_sweep")
+@app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%")
+def safety_sweep(timer: func.TimerRequest) -> None:
+    inbound.safety_sweep(services())

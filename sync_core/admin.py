@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -10,6 +11,9 @@ from sync_core.problems import Conflict, NotFound, PreconditionFailed, Validatio
 from sync_core.store.mappings import Mapping, MappingRepository, Privacy, now
 from sync_core.store.tables import ConflictError, NotFoundError
 from sync_core.validation import check_identifier, normalize_mailbox, parse_model
+
+if TYPE_CHECKING:
+    from sync_core.services import Services
 
 MAX_PAGE_SIZE = 1000
 
@@ -33,6 +37,7 @@ class MappingInput(BaseModel):
 class PutResult:
     mapping: Mapping
     created: bool
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 def list_mappings(
@@ -116,3 +121,35 @@ def delete_mapping(
     except ConflictError:
         raise Conflict(f"mapping {resource_id!r} was changed at the same time; retry") from None
     return mapping
+
+
+def activate(svc: Services, result: PutResult) -> PutResult:
+    """Start or stop sync for a mapping that was just written: subscribe (or unsubscribe) at
+    once and read the mailbox fresh. A Graph failure is reported, not fatal: the mapping is
+    saved, its status shows the error, and the next renewal pass tries again."""
+    from sync_core import subscriptions
+    from sync_core.graph import GraphError
+    from sync_core.store.queues import SYNC_MAILBOX
+
+    mapping = result.mapping
+    try:
+        if mapping.enabled:
+            subscriptions.ensure(svc, mapping)
+            svc.queues.send(SYNC_MAILBOX, {"mailbox": mapping.mailbox, "full": True})
+        else:
+            subscriptions.remove(svc, mapping.mailbox)
+    except GraphError as error:
+        svc.health.failure(mapping.resource_id, error.to_json())
+        return replace(result, warnings=[error.to_json()])
+    return result
+
+
+def deactivate(svc: Services, mapping: Mapping) -> None:
+    """After a mapping was deleted: stop its subscription (best effort, renewal cleans up)."""
+    from sync_core import subscriptions
+    from sync_core.graph import GraphError
+
+    try:
+        subscriptions.remove(svc, mapping.mailbox)
+    except GraphError as error:
+        svc.health.failure(mapping.resource_id, error.to_json())

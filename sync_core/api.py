@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sync_core import admin, bookings
+from sync_core import admin, bookings, inbound
 from sync_core.problems import ValidationFailed
 from sync_core.services import services
 from sync_core.store.mappings import Mapping
@@ -52,13 +52,17 @@ def get_mapping(request: Request) -> Response:
 def put_mapping(request: Request) -> Response:
     resource_id = request.route["resource_id"]
     body = request.json()
-    result = admin.put_mapping(
-        services().mappings, resource_id, body, if_match=request.header("if-match")
+    svc = services()
+    result = admin.put_mapping(svc.mappings, resource_id, body, if_match=request.header("if-match"))
+    result = admin.activate(svc, result)
+    extra = (
+        {"Location": f"/api/admin/mappings/{quote(resource_id, safe='')}"} if result.created else {}
     )
-    if result.created:
-        location = f"/api/admin/mappings/{quote(resource_id, safe='')}"
-        return _mapping_response(201, result.mapping, {"Location": location})
-    return _mapping_response(200, result.mapping)
+    return json_response(
+        201 if result.created else 200,
+        {**result.mapping.to_json(), "warnings": result.warnings},
+        {"ETag": result.mapping.etag or "", **extra},
+    )
 
 
 def delete_mapping(request: Request) -> Response:
@@ -66,11 +70,21 @@ def delete_mapping(request: Request) -> Response:
         raise ValidationFailed.single(
             "purge", "is not supported by this version; delete without purge"
         )
-    admin.delete_mapping(
-        services().mappings, request.route["resource_id"], if_match=request.header("if-match")
+    svc = services()
+    removed = admin.delete_mapping(
+        svc.mappings, request.route["resource_id"], if_match=request.header("if-match")
     )
+    admin.deactivate(svc, removed)
     return Response(204)
 
 
 def booking_events(request: Request) -> Response:
     return bookings.receive(services(), request)
+
+
+def graph_notifications(request: Request) -> Response:
+    return inbound.receive_notifications(services(), request)
+
+
+def graph_lifecycle(request: Request) -> Response:
+    return inbound.receive_lifecycle(services(), request)

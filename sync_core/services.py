@@ -15,6 +15,7 @@ from sync_core.store.mappings import MappingRepository
 from sync_core.store.queues import QueueStore
 from sync_core.store.records import BookingStates, SeenIds, Sequences
 from sync_core.store.status import HealthRepository
+from sync_core.store.subscriptions import CursorRepository, SubscriptionRepository
 from sync_core.store.tables import TableStore
 
 
@@ -67,6 +68,14 @@ class Services:
     @cached_property
     def health(self) -> HealthRepository:
         return HealthRepository(self.tables)
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionRepository:
+        return SubscriptionRepository(self.tables)
+
+    @cached_property
+    def cursors(self) -> CursorRepository:
+        return CursorRepository(self.tables)
 
     @cached_property
     def platform(self) -> Platform:

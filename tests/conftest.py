@@ -81,9 +81,10 @@ class LocalHost:
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = dict(env)
+        # Graph (the simulated tenant) calls this host back: it is the public base URL.
+        self.env = {**env, "PUBLIC_BASE_URL": self.base}
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
-        full_env.update(env)
+        full_env.update(self.env)
 
         # A file, not a pipe: nobody reads while tests run, and a full pipe would block the host.
         self.log = tempfile.NamedTemporaryFile(prefix="devhost-", suffix=".log", delete=False)  # noqa: SIM115
@@ -123,9 +124,10 @@ class LocalHost:
 
 
 @pytest.fixture
-def function_host(settings_env: dict[str, str]) -> Iterator[LocalHost]:
-    """The product's function app served by the local host, with a function key."""
-    env = settings_env | {"FUNCTIONS_KEY": FUNCTION_KEY}
+def function_host(tenant_env: dict[str, str]) -> Iterator[LocalHost]:
+    """The product's function app served by the local host, with a function key, against
+    Azurite and the simulated tenant."""
+    env = tenant_env | {"FUNCTIONS_KEY": FUNCTION_KEY}
     host = LocalHost(env).wait_ready()
     yield host
     host.stop()

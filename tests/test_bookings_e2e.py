@@ -189,25 +189,29 @@ def test_all_day_private_teams_and_guests(stack: tuple[LocalHost, PlatformSim, S
 
 
 def test_conflicts_are_reported(stack: tuple[LocalHost, PlatformSim, Sandbox]) -> None:
-    host, platform, tenant = stack
-    svc = Services(load_settings(host_env(host), Path("/nonexistent")))
+    _, platform, tenant = stack
     event = platform.booking_event(resource_id="room-42")
-    start, end = bookings.BookingEvent.model_validate(event).data.interval_utc()  # type: ignore[attr-defined]
-    from sync_core.store.blockers import Blocker
-
-    svc.blockers.put(
-        Blocker("blk_1", ROOM_A, "room-42", "outlook-1", None, start, end, False, "busy", "Board")
+    booked = bookings.BookingEvent.model_validate(event).data
+    start, end = booked.interval_utc()
+    # Someone books the same time in Outlook; it reaches the platform as a blocker.
+    tenant.control.create_event(
+        ROOM_A,
+        {
+            "subject": "Board",
+            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            "end": {"dateTime": end.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+        },
     )
+    arrived = platform.wait_for(
+        lambda got: [r for r in got if r["type"] == "blocker.upserted"], timeout=20
+    )
+    blocker = next(r for r in arrived if r["type"] == "blocker.upserted")
     platform.send_booking(event)
     found = platform.wait_for(lambda got: [r for r in got if r["type"] == "booking.conflict"])
     conflict = next(r for r in found if r["type"] == "booking.conflict")
-    assert conflict["data"]["booking_id"] == event["data"]["id"]
-    assert [c["blocker_id"] for c in conflict["data"]["conflicts"]] == ["blk_1"]
-    assert len(ours(tenant, ROOM_A, event["data"]["id"])) == 1  # written anyway
-
-
-def host_env(host: LocalHost) -> dict[str, str]:
-    return host.env
+    assert conflict["data"]["booking_id"] == booked.id
+    assert [c["blocker_id"] for c in conflict["data"]["conflicts"]] == [blocker["data"]["id"]]
+    assert len(ours(tenant, ROOM_A, booked.id)) == 1  # written anyway
 
 
 def test_permanent_errors_are_reported_and_retryable_ones_land_once(

@@ -1,0 +1,347 @@
+"""Events, calendarView, calendarView/delta, instances, calendar and getSchedule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sandbox import calendar, delta, timeutil
+from sandbox.calendar import Mailbox, StoredEvent
+from sandbox.graph.core import Ctx, GraphApi
+from sandbox.render import ViewOptions, removed, render_event
+from sandbox.web import GraphError, Response, link
+
+USER = r"/users/(?P<user>[^/]+)"
+EVENTS = USER + r"(?:/calendar)?/events"
+EVENT = EVENTS + r"/(?P<event>[^/]+)"
+VIEW = USER + r"(?:/calendar)?/calendarView"
+
+AVAILABILITY = {"free": "0", "tentative": "1", "busy": "2", "oof": "3", "workingElsewhere": "4"}
+AVAILABILITY_RANK = {"0": 0, "4": 1, "1": 2, "2": 3, "3": 4}
+
+
+def actor(ctx: Ctx) -> str:
+    return f"app:{ctx.app_id}"
+
+
+def window(ctx: Ctx) -> tuple[datetime, datetime]:
+    query = ctx.request.query
+    if not query.get("startdatetime") or not query.get("enddatetime"):
+        raise GraphError(
+            400,
+            "ErrorInvalidParameter",
+            "This request requires a time window specified by the query string parameters "
+            "StartDateTime and EndDateTime.",
+        )
+    try:
+        start = timeutil.parse_instant(query["startdatetime"])
+        end = timeutil.parse_instant(query["enddatetime"])
+    except ValueError as error:
+        raise GraphError(
+            400, "ErrorInvalidParameter", "The value of StartDateTime or EndDateTime is invalid."
+        ) from error
+    if end < start:
+        raise GraphError(
+            400, "ErrorInvalidParameter", "The EndDateTime must not be before StartDateTime."
+        )
+    return start, end
+
+
+def _expand(ctx: Ctx) -> set[str] | None:
+    return calendar.parse_expand(ctx.request.query.get("$expand", ""))
+
+
+def _filtered(ctx: Ctx, items: list[StoredEvent]) -> list[StoredEvent]:
+    text = ctx.request.query.get("$filter")
+    if not text:
+        return items
+    prop_id, value = calendar.parse_filter(text)
+    return [ev for ev in items if calendar.matches_filter(ev, prop_id, value)]
+
+
+def _page(
+    ctx: Ctx,
+    mailbox: Mailbox,
+    items: list[StoredEvent],
+    context: str,
+    options: ViewOptions,
+) -> Response:
+    size = ctx.page_size(ctx.settings.calendar_page_size)
+    offset = ctx.skip()
+    chunk = items[offset : offset + size]
+    body: dict[str, Any] = {"@odata.context": context}
+    if offset + size < len(items):
+        params = {k: v for k, v in _original_params(ctx).items() if k.lower() != "$skip"}
+        params["$skip"] = str(offset + size)
+        body["@odata.nextLink"] = link(ctx.origin, ctx.request.path, params)
+    body["value"] = [render_event(ev, mailbox, options) for ev in chunk]
+    return Response.json(200, body, ctx.preference_headers())
+
+
+def _original_params(ctx: Ctx) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(ctx.request.raw_query, keep_blank_values=True):
+        params.setdefault(name, value)
+    return params
+
+
+def register(api: GraphApi) -> None:
+    tenant = api.tenant
+
+    @api.route("GET", USER + r"/calendar", "calendar.read")
+    def get_calendar(ctx: Ctx) -> Response:
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            return Response.json(
+                200,
+                {
+                    "@odata.context": ctx.user_context("calendar/$entity"),
+                    "id": "AAMkCAL" + mailbox.id.replace("-", ""),
+                    "name": "Calendar",
+                    "color": "auto",
+                    "hexColor": "",
+                    "isDefaultCalendar": True,
+                    "changeKey": "AAAAAAAAAA==",
+                    "canShare": True,
+                    "canViewPrivateItems": True,
+                    "canEdit": True,
+                    "allowedOnlineMeetingProviders": ["teamsForBusiness"],
+                    "defaultOnlineMeetingProvider": "teamsForBusiness",
+                    "isTallyingResponses": True,
+                    "isRemovable": False,
+                    "owner": {"name": mailbox.display_name, "address": mailbox.address},
+                },
+            )
+
+    @api.route("POST", EVENTS, "calendar.write")
+    def create_event(ctx: Ctx) -> Response:
+        data = ctx.request.json_object()
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            ev, changes = calendar.create_event(mailbox, data, actor(ctx), tenant.tenant_id)
+            tenant.changed(mailbox, changes)
+            body = render_event(ev, mailbox, ctx.view_options())
+        body = {"@odata.context": ctx.user_context("events/$entity"), **body}
+        return Response.json(201, body, ctx.preference_headers())
+
+    @api.route("GET", EVENTS, "calendar.read")
+    def list_events(ctx: Ctx) -> Response:
+        options = ctx.view_options(expand=_expand(ctx))
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            items = [e for e in mailbox.events.values() if e.kind != "exception"]
+            items.sort(key=lambda e: (e.start, e.id))
+            items = _filtered(ctx, items)
+            return _page(ctx, mailbox, items, ctx.user_context("events"), options)
+
+    @api.route("GET", EVENT, "calendar.read")
+    def get_event(ctx: Ctx) -> Response:
+        options = ctx.view_options(expand=_expand(ctx))
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            ev = calendar.find(mailbox, ctx.params["event"])
+            body = render_event(ev, mailbox, options)
+        body = {"@odata.context": ctx.user_context("events/$entity"), **body}
+        return Response.json(200, body, ctx.preference_headers())
+
+    @api.route("PATCH", EVENT, "calendar.write")
+    def patch_event(ctx: Ctx) -> Response:
+        data = ctx.request.json_object()
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            ev, changes = calendar.update_event(
+                mailbox, ctx.params["event"], data, actor(ctx), tenant.tenant_id
+            )
+            tenant.changed(mailbox, changes)
+            body = render_event(ev, mailbox, ctx.view_options())
+        body = {"@odata.context": ctx.user_context("events/$entity"), **body}
+        return Response.json(200, body, ctx.preference_headers())
+
+    @api.route("DELETE", EVENT, "calendar.write")
+    def delete_event(ctx: Ctx) -> Response:
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            changes = calendar.delete_event(mailbox, ctx.params["event"])
+            tenant.changed(mailbox, changes)
+        return Response.empty(204)
+
+    @api.route("GET", EVENT + r"/instances", "calendar.read")
+    def instances(ctx: Ctx) -> Response:
+        start, end = window(ctx)
+        options = ctx.view_options(expand=_expand(ctx))
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            master = calendar.find(mailbox, ctx.params["event"])
+            items = calendar.instances(master, start, end)
+            items.sort(key=lambda e: (e.start, e.id))
+            context = ctx.user_context(f"events('{master.id}')/instances")
+            return _page(ctx, mailbox, items, context, options)
+
+    @api.route("GET", VIEW, "calendar.read")
+    def calendar_view(ctx: Ctx) -> Response:
+        start, end = window(ctx)
+        options = ctx.view_options(expand=_expand(ctx))
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            items = _filtered(ctx, calendar.view_items(mailbox, start, end))
+            return _page(ctx, mailbox, items, ctx.user_context("calendarView"), options)
+
+    @api.route("GET", VIEW + r"/delta", "calendar.read")
+    def calendar_view_delta(ctx: Ctx) -> Response:
+        query = ctx.request.query
+        for unsupported in ("$select", "$expand", "$filter", "$orderby", "$search"):
+            if unsupported in query:
+                raise GraphError(
+                    400,
+                    "ErrorInvalidUrlQuery",
+                    f"The following parameters are not supported with change tracking over the "
+                    f"'CalendarView' resource: '{unsupported}'.",
+                )
+        size = ctx.page_size(ctx.settings.calendar_page_size)
+        options = ctx.view_options()
+        with tenant.lock:
+            mailbox = ctx.mailbox()
+            if "$skiptoken" in query:
+                key, _, offset_text = query["$skiptoken"].rpartition(".")
+                try:
+                    offset = int(offset_text)
+                except ValueError:
+                    raise delta.gone() from None
+            elif "$deltatoken" in query:
+                key, offset = delta.resume(mailbox, query["$deltatoken"]), 0
+            else:
+                start, end = window(ctx)
+                key, offset = delta.start_round(mailbox, start, end), 0
+            chunk, next_skip, delta_key = delta.page(mailbox, key, offset, size)
+            values: list[dict[str, Any]] = []
+            for item_id, is_removed in chunk:
+                if is_removed:
+                    values.append(removed(item_id))
+                    continue
+                try:
+                    ev = calendar.find(mailbox, item_id)
+                except GraphError:
+                    values.append(removed(item_id))
+                    continue
+                values.append(render_event(ev, mailbox, options, typed=True))
+        path = ctx.request.path
+        body: dict[str, Any] = {"@odata.context": f"{ctx.origin}/v1.0/$metadata#Collection(event)"}
+        if next_skip is not None:
+            body["@odata.nextLink"] = link(ctx.origin, path, {"$skiptoken": next_skip})
+        else:
+            assert delta_key is not None
+            body["@odata.deltaLink"] = link(ctx.origin, path, {"$deltatoken": delta_key})
+        body["value"] = values
+        headers = ctx.preference_headers()
+        headers["Preference-Applied"] = ", ".join(
+            p for p in ("odata.track-changes", headers.get("Preference-Applied")) if p
+        )
+        return Response.json(200, body, headers)
+
+    @api.route("POST", USER + r"/calendar/getSchedule", "calendar.read")
+    def get_schedule(ctx: Ctx) -> Response:
+        data = ctx.request.json_object()
+        schedules = data.get("schedules")
+        if not isinstance(schedules, list) or not schedules:
+            raise GraphError(400, "ErrorInvalidParameter", "schedules must be a non-empty array.")
+        if len(schedules) > 20:
+            raise GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "The number of schedules requested exceeds the maximum of 20.",
+            )
+        try:
+            start, _, _ = calendar.parse_date_time_zone(data.get("startTime"), "startTime")
+            end, _, _ = calendar.parse_date_time_zone(data.get("endTime"), "endTime")
+        except GraphError as error:
+            raise GraphError(400, "ErrorInvalidParameter", error.message) from error
+        if end <= start or end - start > timedelta(days=62):
+            raise GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "The time window must be positive and shorter than 62 days.",
+            )
+        interval = int(data.get("availabilityViewInterval") or 30)
+        if not 5 <= interval <= 1440:
+            raise GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "availabilityViewInterval must be between 5 and 1440 minutes.",
+            )
+        zone = ctx.view_options().time_zone
+        result = []
+        with tenant.lock:
+            ctx.mailbox()
+            for address in schedules:
+                result.append(_schedule(tenant, str(address), start, end, interval, zone))
+        return Response.json(
+            200,
+            {
+                "@odata.context": f"{ctx.origin}/v1.0/$metadata#Collection("
+                "microsoft.graph.scheduleInformation)",
+                "value": result,
+            },
+            ctx.preference_headers(),
+        )
+
+
+def _schedule(
+    tenant: Any, address: str, start: datetime, end: datetime, interval: int, zone: str
+) -> dict[str, Any]:
+    mailbox = tenant.lookup(address)
+    if mailbox is None or mailbox.state != "ok":
+        code = (
+            "ErrorAccessDenied"
+            if mailbox is not None and mailbox.state == "access_denied"
+            else ("ErrorMailRecipientNotFound")
+        )
+        message = (
+            "Access is denied. Check credentials and try again."
+            if code == "ErrorAccessDenied"
+            else "The e-mail address cannot be found."
+        )
+        return {
+            "scheduleId": address,
+            "availabilityView": "",
+            "scheduleItems": [],
+            "error": {"message": message, "responseCode": code},
+        }
+    items = [e for e in calendar.view_items(mailbox, start, end) if not e.is_cancelled]
+    schedule_items = []
+    for ev in items:
+        entry: dict[str, Any] = {
+            "isPrivate": ev.sensitivity == "private",
+            "status": ev.show_as,
+            "start": {"dateTime": timeutil.graph_local(ev.start, zone), "timeZone": zone},
+            "end": {"dateTime": timeutil.graph_local(ev.end, zone), "timeZone": zone},
+        }
+        if ev.sensitivity != "private":
+            entry["subject"] = ev.subject
+            entry["location"] = ev.location.get("displayName", "")
+        schedule_items.append(entry)
+    slots = []
+    step = timedelta(minutes=interval)
+    cursor = start
+    while cursor < end:
+        slot_end = min(cursor + step, end)
+        digit = "0"
+        for ev in items:
+            if ev.overlaps(cursor, slot_end):
+                candidate = AVAILABILITY.get(ev.show_as, "0")
+                if AVAILABILITY_RANK[candidate] > AVAILABILITY_RANK[digit]:
+                    digit = candidate
+        slots.append(digit)
+        cursor = slot_end
+    return {
+        "scheduleId": address,
+        "availabilityView": "".join(slots),
+        "scheduleItems": schedule_items,
+        "workingHours": {
+            "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+            "startTime": "08:00:00.0000000",
+            "endTime": "17:00:00.0000000",
+            "timeZone": {"name": "UTC"},
+        },
+    }

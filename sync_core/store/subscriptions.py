@@ -1,0 +1,148 @@
+"""Graph subscriptions this service holds (one per active mapping) and per-mailbox sync cursors."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sync_core.store.tables import ConflictError, Entity, TableStore, encode_key
+
+
+@dataclass(frozen=True)
+class SubscriptionRecord:
+    mailbox: str
+    resource_id: str
+    subscription_id: str
+    client_state: str
+    expires_at: datetime
+
+
+class SubscriptionRepository:
+    """Two rows per subscription: by mailbox (what renewal walks) and by id (what a
+    notification names), so a notification is checked with one point read."""
+
+    TABLE = "subscriptions"
+
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def by_mailbox(self, mailbox: str) -> SubscriptionRecord | None:
+        entity = self.tables.get(self.TABLE, "mailbox", encode_key(mailbox))
+        return _record(entity) if entity else None
+
+    def by_id(self, subscription_id: str) -> SubscriptionRecord | None:
+        entity = self.tables.get(self.TABLE, "id", encode_key(subscription_id))
+        return _record(entity) if entity else None
+
+    def all(self) -> list[SubscriptionRecord]:
+        return [
+            _record(e)
+            for e in self.tables.query(self.TABLE, "PartitionKey eq @pk", {"pk": "mailbox"})
+        ]
+
+    def save(self, record: SubscriptionRecord) -> None:
+        row = _entity(record)
+        self.tables.upsert(
+            self.TABLE, {**row, "PartitionKey": "id", "RowKey": encode_key(record.subscription_id)}
+        )
+        self.tables.upsert(
+            self.TABLE, {**row, "PartitionKey": "mailbox", "RowKey": encode_key(record.mailbox)}
+        )
+
+    def delete(self, record: SubscriptionRecord) -> None:
+        self.tables.delete(self.TABLE, "id", encode_key(record.subscription_id), blind=True)
+        current = self.by_mailbox(record.mailbox)
+        if current is not None and current.subscription_id == record.subscription_id:
+            self.tables.delete(self.TABLE, "mailbox", encode_key(record.mailbox), blind=True)
+
+
+def _entity(record: SubscriptionRecord) -> Entity:
+    return {
+        "Mailbox": record.mailbox,
+        "ResourceId": record.resource_id,
+        "SubscriptionId": record.subscription_id,
+        "ClientState": record.client_state,
+        "ExpiresAt": record.expires_at,
+    }
+
+
+def _record(entity: Entity) -> SubscriptionRecord:
+    return SubscriptionRecord(
+        mailbox=entity["Mailbox"],
+        resource_id=entity["ResourceId"],
+        subscription_id=entity["SubscriptionId"],
+        client_state=entity["ClientState"],
+        expires_at=entity["ExpiresAt"],
+    )
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a mailbox's change feed stands, and who is reading it right now."""
+
+    mailbox: str
+    delta_link: str | None = None
+    window_start: datetime | None = None
+    round_started_at: datetime | None = None  # when the last completed read began
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_success: datetime | None = None
+    etag: str | None = None
+
+
+class CursorRepository:
+    TABLE = "cursors"
+
+    def __init__(self, tables: TableStore) -> None:
+        self.tables = tables
+
+    def get(self, mailbox: str) -> Cursor:
+        entity = self.tables.get(self.TABLE, "cursor", encode_key(mailbox))
+        if entity is None:
+            return Cursor(mailbox)
+        return Cursor(
+            mailbox=mailbox,
+            delta_link=entity.get("DeltaLink") or None,
+            window_start=entity.get("WindowStart"),
+            round_started_at=entity.get("RoundStartedAt"),
+            lease_owner=entity.get("LeaseOwner") or None,
+            lease_until=entity.get("LeaseUntil"),
+            last_success=entity.get("LastSuccess"),
+            etag=entity.get("etag"),
+        )
+
+    def acquire(self, mailbox: str, seconds: int = 300) -> Cursor | None:
+        """Take the mailbox's lease; None if another worker holds it (ETag-guarded)."""
+        cursor = self.get(mailbox)
+        now = datetime.now(UTC)
+        if cursor.lease_owner and cursor.lease_until and cursor.lease_until > now:
+            return None
+        leased = replace(
+            cursor, lease_owner=uuid.uuid4().hex, lease_until=now + timedelta(seconds=seconds)
+        )
+        try:
+            return self._write(leased)
+        except ConflictError:
+            return None  # someone else took it between our read and write
+
+    def release(self, cursor: Cursor, **changes: object) -> Cursor:
+        """Store the new position and give the lease back (only if still ours)."""
+        return self._write(replace(cursor, lease_owner=None, lease_until=None, **changes))  # type: ignore[arg-type]
+
+    def _write(self, cursor: Cursor) -> Cursor:
+        entity: Entity = {
+            "PartitionKey": "cursor",
+            "RowKey": encode_key(cursor.mailbox),
+            "DeltaLink": cursor.delta_link or "",
+            "WindowStart": cursor.window_start,
+            "RoundStartedAt": cursor.round_started_at,
+            "LeaseOwner": cursor.lease_owner or "",
+            "LeaseUntil": cursor.lease_until,
+            "LastSuccess": cursor.last_success,
+        }
+        if cursor.etag is None:
+            etag = self.tables.insert(self.TABLE, entity)
+        else:
+            etag = self.tables.replace(self.TABLE, entity, cursor.etag)
+        return replace(cursor, etag=etag)

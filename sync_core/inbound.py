@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-from datetime import UTC, datetime
-from typing import Any
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sync_core import subscriptions
 from sync_core.booking import window_for
@@ -19,17 +21,21 @@ from sync_core.graph import DeltaPage, DeltaReset, GraphError
 from sync_core.platform import retry_delay
 from sync_core.problems import ValidationFailed
 from sync_core.reconcile import blocker_id, plan_full_round, plan_page, to_blocker
-from sync_core.services import Services
 from sync_core.store.blockers import Blocker
 from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import APPLY_BOOKING, SYNC_MAILBOX
+from sync_core.store.subscriptions import SubscriptionRecord
 from sync_core.web import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from sync_core.services import Services
 
 log = logging.getLogger(__name__)
 
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 LEASE_BUSY_DELAY = 2  # seconds before a sync that found the mailbox busy tries again
+MIN_INTERVAL = timedelta(seconds=1)  # between two delta reads of one mailbox in a burst
 
 
 def _now() -> datetime:
@@ -56,11 +62,74 @@ def _notifications(request: Request) -> list[dict[str, Any]]:
     return items
 
 
+class NotificationGate:
+    """Per-process memory that keeps the notification endpoint fast under bursts.
+
+    Subscription records are cached briefly (they change only when renewed or recreated). For
+    each mailbox the first notification queues a read at once; later ones within a second share
+    one delayed read, which is queued to start after all of them arrived, so every notification
+    is still covered by a queued read that begins after it, and a burst of 200 costs two reads.
+    """
+
+    TTL = 300.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[SubscriptionRecord, float]] = {}
+        self._immediate: dict[str, float] = {}  # mailbox → when a read was last queued at once
+        self._trailing: dict[str, float] = {}  # mailbox → when the shared delayed read starts
+
+    def record(
+        self, svc: Services, subscription_id: str, fresh: bool = False
+    ) -> SubscriptionRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._records.get(subscription_id)
+        if cached is not None and not fresh and now - cached[1] < self.TTL:
+            return cached[0]
+        record = svc.subscriptions.by_id(subscription_id)
+        with self._lock:
+            if record is None:
+                self._records.pop(subscription_id, None)
+            else:
+                self._records[subscription_id] = (record, now)
+        return record
+
+    def queue_read(self, svc: Services, mailbox: str) -> bool:
+        """Make sure a read of ``mailbox`` that starts after now is queued; True if one was sent."""
+        now_mono, now = time.monotonic(), _now()
+        with self._lock:
+            if now_mono - self._immediate.get(mailbox, -1e9) >= 1.0:
+                self._immediate[mailbox] = now_mono
+                delay = 0
+            elif self._trailing.get(mailbox, -1e9) > now_mono:
+                return False  # the shared delayed read starts after this notification
+            else:
+                self._trailing[mailbox] = now_mono + 1.0
+                delay = 1
+        # The read must cover everything up to when it becomes visible.
+        requested = now + timedelta(seconds=delay)
+        try:
+            svc.queues.send(
+                SYNC_MAILBOX,
+                {"mailbox": mailbox, "requested": _iso(requested)},
+                delay_seconds=delay,
+            )
+        except BaseException:
+            with self._lock:  # nothing was queued: the next notification must queue again
+                self._immediate.pop(mailbox, None)
+                self._trailing.pop(mailbox, None)
+            raise
+        return True
+
+
 def _verified_mailbox(svc: Services, item: dict[str, Any]) -> str | None:
     """The mailbox a notification is about, if its clientState matches the subscription's."""
     subscription_id = str(item.get("subscriptionId") or "")
-    record = svc.subscriptions.by_id(subscription_id) if subscription_id else None
     given = str(item.get("clientState") or "")
+    record = svc.gate.record(svc, subscription_id) if subscription_id else None
+    if record is not None and not hmac.compare_digest(given.encode(), record.client_state.encode()):
+        record = svc.gate.record(svc, subscription_id, fresh=True)  # recreated meanwhile?
     if record is None or not hmac.compare_digest(given.encode(), record.client_state.encode()):
         log.warning(
             "dropped a notification for subscription %r: unknown subscription or wrong clientState",
@@ -76,11 +145,10 @@ def receive_notifications(svc: Services, request: Request) -> Response:
     if echo is not None:
         return echo
     mailboxes = {m for m in (_verified_mailbox(svc, i) for i in _notifications(request)) if m}
-    requested = _iso(_now())
     for mailbox in sorted(mailboxes):
         # A failure here propagates as a 5xx, so Graph delivers the batch again.
-        svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "requested": requested})
-    return json_response(202, {"queued": len(mailboxes)})
+        svc.gate.queue_read(svc, mailbox)
+    return json_response(202, {"accepted": len(mailboxes)})
 
 
 def receive_lifecycle(svc: Services, request: Request) -> Response:
@@ -122,6 +190,15 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         and cursor.round_started_at >= requested
     ):
         return  # a read that began after this notification already covered it
+    if (
+        not full
+        and cursor.round_started_at is not None
+        and _now() - cursor.round_started_at < MIN_INTERVAL
+    ):
+        # A burst: the first notification was read at once; the rest wait for one more read
+        # a moment later, which covers them all.
+        svc.queues.send(SYNC_MAILBOX, message, delay_seconds=1)
+        return
     leased = svc.cursors.acquire(mailbox)
     if leased is None:
         svc.queues.send(SYNC_MAILBOX, message, delay_seconds=LEASE_BUSY_DELAY)

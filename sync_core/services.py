@@ -7,6 +7,7 @@ from functools import cached_property
 
 from sync_core.config import Settings, get_settings
 from sync_core.graph import GraphClient
+from sync_core.inbound import NotificationGate
 from sync_core.platform import Platform
 from sync_core.store.blockers import BlockerRepository
 from sync_core.store.history import History
@@ -76,6 +77,10 @@ class Services:
     @cached_property
     def cursors(self) -> CursorRepository:
         return CursorRepository(self.tables)
+
+    @cached_property
+    def gate(self) -> NotificationGate:
+        return NotificationGate()
 
     @cached_property
     def platform(self) -> Platform:

@@ -9,15 +9,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from devhost.azurite import Azurite, free_port, port_open
 from sandbox import Sandbox
+from sandbox.platform import PlatformSim
 from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
@@ -154,3 +157,52 @@ def tenant(sandbox: Sandbox) -> Sandbox:
 def tenant_env(settings_env: dict[str, str], tenant: Sandbox) -> dict[str, str]:
     """Valid settings pointing at Azurite and the simulated tenant."""
     return settings_env | tenant.env()
+
+
+ROOM_A = "room.berlin@contoso.example"
+ROOM_B = "berlin.havel@contoso.example"
+
+
+@pytest.fixture
+def platform(tenant_env: dict[str, str]) -> Iterator[PlatformSim]:
+    sim = PlatformSim(
+        platform_secret=tenant_env["PLATFORM_WEBHOOK_SECRET"],
+        booking_secret=tenant_env["BOOKING_WEBHOOK_SECRET"],
+        function_key=FUNCTION_KEY,
+    ).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def stack(
+    tenant_env: dict[str, str], platform: PlatformSim, tenant: Sandbox
+) -> Iterator[tuple[LocalHost, PlatformSim, Sandbox]]:
+    env = tenant_env | {
+        "FUNCTIONS_KEY": FUNCTION_KEY,
+        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
+        "RETRY_BASE_SECONDS": "1",
+        "EVENT_CATEGORY": "Booked via platform",
+    }
+    host = LocalHost(env).wait_ready()
+    platform.product_url = host.base
+    for resource, mailbox in (("room-42", ROOM_A), ("room-43", ROOM_B)):  # privacy: full
+        requests.put(
+            f"{host.base}/api/admin/mappings/{resource}",
+            json={"mailbox": mailbox, "privacy": "full"},
+            headers=KEY_HEADER,
+            timeout=10,
+        ).raise_for_status()
+    yield host, platform, tenant
+    host.stop()
+
+
+def wait(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

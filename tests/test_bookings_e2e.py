@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,54 +17,7 @@ from sync_core import bookings
 from sync_core.booking import BOOKING_PROPERTY_ID
 from sync_core.config import load_settings
 from sync_core.services import Services
-from tests.conftest import FUNCTION_KEY, KEY_HEADER, LocalHost
-
-ROOM_A = "room.berlin@contoso.example"
-ROOM_B = "berlin.havel@contoso.example"
-
-
-@pytest.fixture
-def platform(tenant_env: dict[str, str]) -> Iterator[PlatformSim]:
-    sim = PlatformSim(
-        platform_secret=tenant_env["PLATFORM_WEBHOOK_SECRET"],
-        booking_secret=tenant_env["BOOKING_WEBHOOK_SECRET"],
-        function_key=FUNCTION_KEY,
-    ).start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def stack(
-    tenant_env: dict[str, str], platform: PlatformSim, tenant: Sandbox
-) -> Iterator[tuple[LocalHost, PlatformSim, Sandbox]]:
-    env = tenant_env | {
-        "FUNCTIONS_KEY": FUNCTION_KEY,
-        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
-        "RETRY_BASE_SECONDS": "1",
-        "EVENT_CATEGORY": "Booked via platform",
-    }
-    host = LocalHost(env).wait_ready()
-    platform.product_url = host.base
-    for resource, mailbox in (("room-42", ROOM_A), ("room-43", ROOM_B)):
-        requests.put(
-            f"{host.base}/api/admin/mappings/{resource}",
-            json={"mailbox": mailbox, "privacy": "full"},
-            headers=KEY_HEADER,
-            timeout=10,
-        ).raise_for_status()
-    yield host, platform, tenant
-    host.stop()
-
-
-def wait(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import KEY_HEADER, ROOM_A, ROOM_B, LocalHost, wait
 
 
 def ours(tenant: Sandbox, mailbox: str, booking_id: str) -> list[dict[str, Any]]:

@@ -12,12 +12,9 @@ cancelled once, and the Graph write requests per change are counted from the ten
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,23 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import requests  # noqa: E402
+from _stack import ROOM, Stack, TenantProcess, percentile, wait_until
 
-from devhost.azurite import Azurite, free_port, port_open  # noqa: E402
-from sandbox import Sandbox  # noqa: E402
-from sandbox.platform import PlatformSim  # noqa: E402
-from sync_core.booking import BOOKING_PROPERTY_ID  # noqa: E402
-
-ROOM = "room.berlin@contoso.example"
-KEY = "bench-key"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+from sandbox.platform import PlatformSim
+from sync_core.booking import BOOKING_PROPERTY_ID
 
 
 def created_at(raw: dict[str, Any]) -> float:
@@ -58,7 +44,7 @@ def booking_of(raw: dict[str, Any]) -> str | None:
     return None
 
 
-def created(sandbox: Sandbox, wanted: set[str]) -> dict[str, float]:
+def created(sandbox: TenantProcess, wanted: set[str]) -> dict[str, float]:
     """Booking id → when its event was created in the simulated tenant."""
     return {
         b: created_at(raw)
@@ -67,7 +53,7 @@ def created(sandbox: Sandbox, wanted: set[str]) -> dict[str, float]:
     }
 
 
-def writes(sandbox: Sandbox) -> dict[str, int]:
+def writes(sandbox: TenantProcess) -> dict[str, int]:
     counts = {"POST": 0, "PATCH": 0, "DELETE": 0, "GET": 0}
     for entry in sandbox.control.requests(mailbox=ROOM):
         if entry.get("kind") == "graph" and entry["method"] in counts:
@@ -98,57 +84,17 @@ def send_at_rate(
     return accepted
 
 
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 100.0])
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="bench-bookings-"))
-    azurite = Azurite().start()
-    sandbox = Sandbox(state_dir=state / "m365").start()
-    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
-    platform = PlatformSim(
-        platform_secret=values["PLATFORM_WEBHOOK_SECRET"],
-        booking_secret=values["BOOKING_WEBHOOK_SECRET"],
-        function_key=KEY,
-    ).start()
-    port = free_port()
-    env = {
-        **os.environ,
-        **values,
-        **sandbox.env(),
-        "AzureWebJobsStorage": azurite.connection_string,
-        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
-        "FUNCTIONS_KEY": KEY,
-    }
-    host = subprocess.Popen(
-        [sys.executable, "-m", "devhost", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(state / "devhost.log", "wb"),  # noqa: SIM115
-    )
-    print(f"function host log: {state / 'devhost.log'}")
+    stack = Stack("bookings").start()
+    sandbox, platform = stack.tenant, stack.platform
+    print(f"function host log: {stack.log}")
     try:
-        wait_until(lambda: port_open(port), 30)
-        base = f"http://127.0.0.1:{port}"
-        platform.product_url = base
-        requests.put(
-            f"{base}/api/admin/mappings/room-42",
-            json={"mailbox": ROOM},
-            headers={"x-functions-key": KEY},
-            timeout=10,
-        ).raise_for_status()
+        stack.map("room-42", ROOM)
         print(f"bookings bench: {os.cpu_count()} cores, {args.seconds:.0f} s per rate")
         for rate in args.rates:
             sandbox.control.clear_requests()
@@ -202,11 +148,7 @@ def main() -> None:
                 f"(+{(sum(deleted.values()) - deleted['DELETE']) / len(cancels):.2f} other)"
             )
     finally:
-        host.terminate()
-        host.wait(timeout=15)
-        platform.stop()
-        sandbox.stop()
-        azurite.stop()
+        stack.stop()
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ def http_reply(response: Any) -> Reply:
 
 class DevServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # bursts (Graph notifications) open many connections at once
     block_on_close = False
 
     def __init__(

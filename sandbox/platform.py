@@ -394,6 +394,7 @@ class PlatformSim:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], sim: PlatformSim) -> None:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 LEASE_BUSY_DELAY = 2  # seconds before a sync that found the mailbox busy tries again
-MIN_INTERVAL = timedelta(seconds=1)  # between two delta reads of one mailbox in a burst
+MAX_HORIZON_WAIT = 2.0  # seconds a queued read waits at most for its horizon
 
 
 def _now() -> datetime:
@@ -65,19 +65,23 @@ def _notifications(request: Request) -> list[dict[str, Any]]:
 class NotificationGate:
     """Per-process memory that keeps the notification endpoint fast under bursts.
 
-    Subscription records are cached briefly (they change only when renewed or recreated). For
-    each mailbox the first notification queues a read at once; later ones within a second share
-    one delayed read, which is queued to start after all of them arrived, so every notification
-    is still covered by a queued read that begins after it, and a burst of 200 costs two reads.
+    Subscription records are cached briefly (they change only when renewed or recreated). Reads
+    are queued with a *horizon*: the read waits until then and covers every change before it.
+    The first notification after a quiet spell gets an immediate read; later ones within
+    ``WINDOW`` share one read whose horizon is the end of the window, and windows grow while the
+    burst goes on. Every notification is thus covered by a queued read that starts after it
+    arrived, and a burst of 200 in a second costs three reads.
     """
 
     TTL = 300.0
+    WINDOW = timedelta(milliseconds=500)
+    MAX_WINDOW = timedelta(seconds=2)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, tuple[SubscriptionRecord, float]] = {}
-        self._immediate: dict[str, float] = {}  # mailbox → when a read was last queued at once
-        self._trailing: dict[str, float] = {}  # mailbox → when the shared delayed read starts
+        self._horizon: dict[str, datetime] = {}  # mailbox → horizon of the last queued read
+        self._streak: dict[str, int] = {}  # mailbox → delayed reads queued in a row
 
     def record(
         self, svc: Services, subscription_id: str, fresh: bool = False
@@ -96,29 +100,25 @@ class NotificationGate:
         return record
 
     def queue_read(self, svc: Services, mailbox: str) -> bool:
-        """Make sure a read of ``mailbox`` that starts after now is queued; True if one was sent."""
-        now_mono, now = time.monotonic(), _now()
+        """Make sure a read of ``mailbox`` starting after now is queued; True if one was sent."""
+        now = _now()
         with self._lock:
-            if now_mono - self._immediate.get(mailbox, -1e9) >= 1.0:
-                self._immediate[mailbox] = now_mono
-                delay = 0
-            elif self._trailing.get(mailbox, -1e9) > now_mono:
-                return False  # the shared delayed read starts after this notification
-            else:
-                self._trailing[mailbox] = now_mono + 1.0
-                delay = 1
-        # The read must cover everything up to when it becomes visible.
-        requested = now + timedelta(seconds=delay)
+            last = self._horizon.get(mailbox)
+            if last is not None and last > now:
+                return False  # the queued read waits past this moment
+            quiet = last is None or now - last > self.WINDOW
+            # A burst that goes on gets longer windows (0.5 s, 1 s, 2 s), so it costs few reads.
+            streak = 0 if quiet else self._streak.get(mailbox, 0) + 1
+            window = min(self.MAX_WINDOW, self.WINDOW * 2 ** max(0, streak - 1))
+            horizon = now if quiet else now + window
+            self._horizon[mailbox] = horizon
+            self._streak[mailbox] = streak
         try:
-            svc.queues.send(
-                SYNC_MAILBOX,
-                {"mailbox": mailbox, "requested": _iso(requested)},
-                delay_seconds=delay,
-            )
+            svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "requested": _iso(horizon)})
         except BaseException:
             with self._lock:  # nothing was queued: the next notification must queue again
-                self._immediate.pop(mailbox, None)
-                self._trailing.pop(mailbox, None)
+                if self._horizon.get(mailbox) == horizon:
+                    self._horizon.pop(mailbox, None)
             raise
         return True
 
@@ -190,15 +190,9 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         and cursor.round_started_at >= requested
     ):
         return  # a read that began after this notification already covered it
-    if (
-        not full
-        and cursor.round_started_at is not None
-        and _now() - cursor.round_started_at < MIN_INTERVAL
-    ):
-        # A burst: the first notification was read at once; the rest wait for one more read
-        # a moment later, which covers them all.
-        svc.queues.send(SYNC_MAILBOX, message, delay_seconds=1)
-        return
+    if requested is not None and requested > _now():
+        # Part of a burst: wait for the horizon, so this one read covers all of it.
+        time.sleep(min(MAX_HORIZON_WAIT, (requested - _now()).total_seconds()))
     leased = svc.cursors.acquire(mailbox)
     if leased is None:
         svc.queues.send(SYNC_MAILBOX, message, delay_seconds=LEASE_BUSY_DELAY)

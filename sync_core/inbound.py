@@ -269,8 +269,7 @@ def _apply_round(
         plan = plan_page(
             mailbox=mailbox,
             privacy=mapping.privacy,
-            changed=page.changed,
-            removed=page.removed,
+            items=page.items,
             stored=digests,
             projections=projections,
             window=window,

@@ -116,47 +116,44 @@ def plan_page(
     *,
     mailbox: str,
     privacy: str,
-    changed: Iterable[Mapping[str, Any]],
-    removed: Iterable[str],
+    items: Iterable[Mapping[str, Any]],
     stored: Mapping[str, str],
     projections: Mapping[str, tuple[str, str]],
     window: tuple[datetime, datetime],
 ) -> Plan:
-    """Decide for one page of changes.
+    """Decide for one page of a delta round, taking its items in order.
 
-    ``stored`` maps blocker id → digest last sent; ``projections`` maps the service's own event
-    ids (or ``txn:`` + transaction id, for creates not yet recorded) → (booking id, observable
-    digest of what it wrote, or "" if unknown). Only blockers whose digest changed are sent again;
-    an own event has drifted only if what a person sees of it changed.
+    ``items`` are Graph's: full events, or ``{"id", "@removed": {...}}`` for removed ones; the
+    same event may come more than once, and the last mention wins. ``stored`` maps blocker id →
+    digest last sent; ``projections`` maps the service's own event ids (or ``txn:`` +
+    transaction id, for creates not yet recorded) → (booking id, observable digest of what it
+    wrote, or "" if unknown). Only blockers whose digest changed are sent again; an own event has
+    drifted only if what a person sees of it changed.
     """
-    plan = Plan()
     start, end = window
-    for event in changed:
-        event_id = str(event["id"])
+    final: dict[str, BlockerState | None] = {}  # blocker id → its last state on this page
+    drifted: dict[str, None] = {}  # ordered set of booking ids
+    for item in items:
+        event_id = str(item["id"])
         own = projections.get(event_id)
-        if own is None and event.get("transactionId"):
+        if own is None and item.get("transactionId"):
             # Created but not yet recorded under its id: known by its transaction id.
-            own = projections.get(TRANSACTION_PREFIX + str(event["transactionId"]))
+            own = projections.get(TRANSACTION_PREFIX + str(item["transactionId"]))
         if own is not None:
-            if own[1] and observable_digest(event) != own[1]:
-                plan.drifted.append(own[0])  # a person edited it: restore the booking's state
+            if "@removed" in item or (own[1] and observable_digest(item) != own[1]):
+                drifted[own[0]] = None  # a person edited or deleted it: restore the booking
             continue
-        blocker = to_blocker(mailbox, event, privacy)
-        bid = blocker_id(mailbox, event_id)
-        if blocker is None or blocker.end <= start or blocker.start >= end:
+        blocker = None if "@removed" in item else to_blocker(mailbox, item, privacy)
+        if blocker is not None and (blocker.end <= start or blocker.start >= end):
+            blocker = None
+        final[blocker_id(mailbox, event_id)] = blocker
+    plan = Plan(drifted=list(drifted))
+    for bid, blocker in final.items():
+        if blocker is None:
             if bid in stored:
                 plan.deletes.append(bid)
-            continue
-        if stored.get(bid) != blocker.digest():
+        elif stored.get(bid) != blocker.digest():
             plan.upserts.append(blocker)
-    for event_id in removed:
-        own = projections.get(event_id)
-        if own is not None:
-            plan.drifted.append(own[0])  # deleted in Outlook: restore it
-            continue
-        bid = blocker_id(mailbox, event_id)
-        if bid in stored:
-            plan.deletes.append(bid)
     return plan
 
 

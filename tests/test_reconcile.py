@@ -10,6 +10,7 @@ import pytest
 from sync_core.booking import BookingEvent, project
 from sync_core.reconcile import (
     TRANSACTION_PREFIX,
+    Plan,
     blocker_id,
     observable_digest,
     outside_window,
@@ -20,6 +21,12 @@ from sync_core.reconcile import (
 
 MAILBOX = "room.berlin@contoso.example"
 WINDOW = (datetime(2026, 11, 22, tzinfo=UTC), datetime(2027, 5, 21, tzinfo=UTC))
+
+
+def decide(changed: list[dict[str, Any]], removed: list[str], **kwargs: Any) -> Plan:
+    """plan_page with Graph's delta items: the changed events, then the removals."""
+    gone = [{"id": i, "@removed": {"reason": "deleted"}} for i in removed]
+    return plan_page(items=[*changed, *gone], **kwargs)
 
 
 def outlook(event_id: str, **fields: Any) -> dict[str, Any]:
@@ -84,7 +91,7 @@ def test_ids_are_stable_per_occurrence_and_mailbox() -> None:
 
 
 def test_unchanged_blockers_are_not_sent_again() -> None:
-    first = plan_page(
+    first = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[outlook("e1")],
@@ -95,7 +102,7 @@ def test_unchanged_blockers_are_not_sent_again() -> None:
     )
     assert [b.event_id for b in first.upserts] == ["e1"]
     sent = {first.upserts[0].id: first.upserts[0].digest()}
-    again = plan_page(
+    again = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[outlook("e1")],
@@ -105,7 +112,7 @@ def test_unchanged_blockers_are_not_sent_again() -> None:
         window=WINDOW,
     )
     assert again.upserts == [] and again.deletes == []
-    moved = plan_page(
+    moved = decide(
         mailbox=MAILBOX,
         privacy="full",
         removed=[],
@@ -119,7 +126,7 @@ def test_unchanged_blockers_are_not_sent_again() -> None:
 
 def test_turning_free_or_removed_deletes_the_blocker() -> None:
     bid = blocker_id(MAILBOX, "e1")
-    free = plan_page(
+    free = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[outlook("e1", showAs="free")],
@@ -129,7 +136,7 @@ def test_turning_free_or_removed_deletes_the_blocker() -> None:
         window=WINDOW,
     )
     assert free.deletes == [bid]
-    gone = plan_page(
+    gone = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[],
@@ -170,7 +177,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
         "end": {"dateTime": "2026-11-23T09:00:00.0000000", "timeZone": "UTC"},
     }
     own = {"ours": ("bk_1", observable_digest(projection))}
-    plan = plan_page(
+    plan = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[echo],
@@ -181,7 +188,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
     )
     assert plan.upserts == [] and plan.drifted == []
     edited = {**echo, "subject": "Hijacked"}
-    plan = plan_page(
+    plan = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[edited],
@@ -191,7 +198,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
         window=WINDOW,
     )
     assert plan.drifted == ["bk_1"] and plan.upserts == []
-    deleted = plan_page(
+    deleted = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[],
@@ -205,7 +212,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
 
 def test_a_create_not_yet_recorded_is_recognised_by_its_transaction_id() -> None:
     fresh = outlook("new-id", transactionId="txn-1")
-    plan = plan_page(
+    plan = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[fresh],
@@ -234,7 +241,7 @@ def test_events_outside_the_window_do_not_block() -> None:
         start={"dateTime": "2027-06-01T09:00:00", "timeZone": "UTC"},
         end={"dateTime": "2027-06-01T10:00:00", "timeZone": "UTC"},
     )
-    plan = plan_page(
+    plan = decide(
         mailbox=MAILBOX,
         privacy="full",
         changed=[late],

@@ -78,10 +78,17 @@ class BatchResponse:
 class DeltaPage:
     """One page of a calendarView delta round."""
 
-    changed: list[dict[str, Any]]  # events and occurrences, full objects
-    removed: list[str]  # ids of removed events and occurrences
+    items: list[dict[str, Any]]  # in Graph's order: full events, or {"id", "@removed"}
     next_link: str | None  # more pages in this round
     delta_link: str | None  # set on the last page: where the next round starts
+
+    @property
+    def changed(self) -> list[dict[str, Any]]:
+        return [i for i in self.items if "@removed" not in i]
+
+    @property
+    def removed(self) -> list[str]:
+        return [str(i["id"]) for i in self.items if "@removed" in i]
 
 
 class GraphClient:
@@ -459,14 +466,8 @@ class GraphClient:
         else:
             body = self.request("GET", link, mailbox=mailbox, page_size=self.page_size)
         while True:
-            changed, removed = [], []
-            for item in body.get("value", []):
-                if "@removed" in item:
-                    removed.append(str(item["id"]))
-                else:
-                    changed.append(item)
             next_link = body.get("@odata.nextLink")
-            yield DeltaPage(changed, removed, next_link, body.get("@odata.deltaLink"))
+            yield DeltaPage(list(body.get("value", [])), next_link, body.get("@odata.deltaLink"))
             if not next_link:
                 return
             body = self.request("GET", next_link, mailbox=mailbox, page_size=self.page_size)

@@ -157,13 +157,13 @@ def renew_all(svc: Services) -> RenewalReport:
         ]
     )
     by_id = {a.id: a for a in answers}
+    renewed: list[SubscriptionRecord] = []
     for i, record in enumerate(due):
         answer = by_id.get(str(i))
         if answer is not None and answer.error is None:
             body = answer.body if isinstance(answer.body, dict) else {}
-            svc.subscriptions.save(
-                replace(record, expires_at=_parse(body.get("expirationDateTime")) or expiration)
-            )
+            expires = _parse(body.get("expirationDateTime")) or expiration
+            renewed.append(replace(record, expires_at=expires))
             report.renewed += 1
             continue
         if answer is not None and answer.status == 404:
@@ -176,6 +176,7 @@ def renew_all(svc: Services) -> RenewalReport:
                 report.failed += 1
             continue
         report.failed += 1
+    svc.subscriptions.save_many(renewed, renewed_only=True)
 
     for mailbox, mapping in active.items():
         if mailbox in records:
@@ -187,14 +188,13 @@ def renew_all(svc: Services) -> RenewalReport:
         except GraphError as error:
             _record_failure(svc, mapping, error)
             report.failed += 1
-    report.deleted += _delete_unknown(svc)
+    report.deleted += _delete_unknown(svc, {r.subscription_id for r in svc.subscriptions.all()})
     log.info("subscription renewal: %s", report)
     return report
 
 
-def _delete_unknown(svc: Services) -> int:
+def _delete_unknown(svc: Services, known: set[str]) -> int:
     """Subscriptions Graph holds for our URL that no record knows (a crash after creating one)."""
-    known = {r.subscription_id for r in svc.subscriptions.all()}
     deleted = 0
     try:
         for sub in list(svc.graph.subscriptions()):

@@ -42,13 +42,20 @@ class SubscriptionRepository:
         ]
 
     def save(self, record: SubscriptionRecord) -> None:
-        row = _entity(record)
-        self.tables.upsert(
-            self.TABLE, {**row, "PartitionKey": "id", "RowKey": encode_key(record.subscription_id)}
-        )
-        self.tables.upsert(
-            self.TABLE, {**row, "PartitionKey": "mailbox", "RowKey": encode_key(record.mailbox)}
-        )
+        self.save_many([record])
+
+    def save_many(self, records: list[SubscriptionRecord], *, renewed_only: bool = False) -> None:
+        """Both rows of each record, batched. After a renewal only the expiry changed, which
+        only the by-mailbox row is read for, so ``renewed_only`` writes just that row."""
+        rows = []
+        for record in records:
+            row = _entity(record)
+            if not renewed_only:
+                rows.append(
+                    {**row, "PartitionKey": "id", "RowKey": encode_key(record.subscription_id)}
+                )
+            rows.append({**row, "PartitionKey": "mailbox", "RowKey": encode_key(record.mailbox)})
+        self.tables.upsert_many(self.TABLE, rows)
 
     def delete(self, record: SubscriptionRecord) -> None:
         self.tables.delete(self.TABLE, "id", encode_key(record.subscription_id), blind=True)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGE_TYPES = "created,updated,deleted"
+ORPHAN_GRACE = timedelta(minutes=10)  # a create still unrecorded after this has failed midway
 
 
 @dataclass
@@ -47,6 +48,9 @@ def _lifetime(svc: Services) -> timedelta:
 def create(svc: Services, mapping: Mapping) -> SubscriptionRecord:
     """A new subscription for the mapping's mailbox (Graph first checks both URLs answer)."""
     client_state = secrets.token_urlsafe(32)
+    # Written first: if this worker dies after Graph created the subscription but before the
+    # record below is saved, the next renewal pass knows to look for the orphan.
+    svc.subscriptions.intend(mapping.mailbox)
     created = svc.graph.create_subscription(
         resource=f"users/{mapping.mailbox}/events",
         change_type=CHANGE_TYPES,
@@ -63,6 +67,7 @@ def create(svc: Services, mapping: Mapping) -> SubscriptionRecord:
         expires_at=_parse(created.get("expirationDateTime")) or _now() + _lifetime(svc),
     )
     svc.subscriptions.save(record)
+    svc.subscriptions.fulfilled(mapping.mailbox)
     return record
 
 
@@ -188,7 +193,10 @@ def renew_all(svc: Services) -> RenewalReport:
         except GraphError as error:
             _record_failure(svc, mapping, error)
             report.failed += 1
-    report.deleted += _delete_unknown(svc, {r.subscription_id for r in svc.subscriptions.all()})
+    if svc.subscriptions.unfinished(older_than=ORPHAN_GRACE):
+        # Only after a create that never recorded its result: list what Graph holds for us.
+        report.deleted += _delete_unknown(svc, {r.subscription_id for r in svc.subscriptions.all()})
+        svc.subscriptions.clear_unfinished(older_than=ORPHAN_GRACE)
     log.info("subscription renewal: %s", report)
     return report
 

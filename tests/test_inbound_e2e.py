@@ -418,3 +418,36 @@ def test_renewal_of_expiring_and_lost_subscriptions(stack: Stack) -> None:
     recreated = svc.subscriptions.by_mailbox(ROOM_A)
     assert recreated is not None and recreated.subscription_id != sub["id"]
     assert any(s["id"] == recreated.subscription_id for s in tenant.control.subscriptions())
+
+
+def test_a_subscription_created_but_never_recorded_is_deleted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, _, tenant = stack
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", host.env["REQUESTS_CA_BUNDLE"])
+    svc = Services(load_settings(host.env, Path("/nonexistent")))
+    # A worker asked Graph for a subscription and died before recording it.
+    orphan = svc.graph.create_subscription(
+        resource=f"users/{ROOM_A}/events",
+        change_type="created,updated,deleted",
+        notification_url=svc.settings.notification_url,
+        lifecycle_url=svc.settings.lifecycle_url,
+        expiration=datetime.now(UTC) + timedelta(days=2),
+        client_state="lost",
+    )
+    svc.tables.upsert(
+        "subscriptions",
+        {"PartitionKey": "intent", "RowKey": ROOM_A, "At": datetime.now(UTC) - timedelta(hours=1)},
+    )
+    run = requests.post(
+        f"{host.base}/admin/functions/renew_subscriptions",
+        json={"input": ""},
+        headers=KEY_HEADER,
+        timeout=60,
+    )
+    assert run.status_code == 202
+    ids = {s["id"] for s in tenant.control.subscriptions()}
+    assert orphan["id"] not in ids
+    kept = svc.subscriptions.by_mailbox(ROOM_A)
+    assert kept is not None and kept.subscription_id in ids  # the recorded one stays
+    assert svc.subscriptions.unfinished(timedelta(0)) == []

@@ -57,6 +57,33 @@ class SubscriptionRepository:
             rows.append({**row, "PartitionKey": "mailbox", "RowKey": encode_key(record.mailbox)})
         self.tables.upsert_many(self.TABLE, rows)
 
+    # -- creations in flight: how a crash between Graph's answer and our record is noticed --
+
+    def intend(self, mailbox: str) -> None:
+        self.tables.upsert(
+            self.TABLE,
+            {"PartitionKey": "intent", "RowKey": encode_key(mailbox), "At": datetime.now(UTC)},
+        )
+
+    def fulfilled(self, mailbox: str) -> None:
+        self.tables.delete(self.TABLE, "intent", encode_key(mailbox), blind=True)
+
+    def unfinished(self, older_than: timedelta) -> list[str]:
+        """Mailboxes whose subscription create started long ago and never recorded its result."""
+        cutoff = datetime.now(UTC) - older_than
+        return [
+            str(e["RowKey"])
+            for e in self.tables.query(
+                self.TABLE,
+                "PartitionKey eq @pk and At lt @cutoff",
+                {"pk": "intent", "cutoff": cutoff},
+            )
+        ]
+
+    def clear_unfinished(self, older_than: timedelta) -> None:
+        for key in self.unfinished(older_than):
+            self.tables.delete(self.TABLE, "intent", key, blind=True)
+
     def delete(self, record: SubscriptionRecord) -> None:
         self.tables.delete(self.TABLE, "id", encode_key(record.subscription_id), blind=True)
         current = self.by_mailbox(record.mailbox)

@@ -42,6 +42,16 @@ setup() {
     npm ci --no-audit --no-fund --loglevel=error
     echo "$node_sha" > node_modules/.package-lock.sha
   fi
+  # The infrastructure checks (checkov, pycep-parser) pin packages the test tools cannot share,
+  # so they live in a venv of their own inside .venv.
+  local infra_sha
+  infra_sha="$(sha256sum requirements-infra.txt | cut -d' ' -f1)"
+  if [ ! -x "$VENV/infra/bin/checkov" ] || ! stamp_matches "$VENV/infra/.requirements.sha" "$infra_sha"; then
+    log "installing the infrastructure checks (requirements-infra.txt) into $VENV/infra"
+    [ -x "$VENV/infra/bin/python" ] || "$PY" -m venv "$VENV/infra"
+    "$VENV/infra/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+    echo "$infra_sha" > "$VENV/infra/.requirements.sha"
+  fi
 }
 
 lint() {

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sync_core.store.tables import TableStore, encode_key
+
+log = logging.getLogger(__name__)
 
 Health = Literal["ok", "error"]
 RECENT_SECONDS = 60
@@ -56,6 +59,13 @@ class HealthRepository:
         self._recent[resource_id] = moment
 
     def failure(self, resource_id: str, error: dict[str, Any]) -> None:
+        # The line the mapping-errors alert rule matches (infra/app/alerts.bicep).
+        log.warning(
+            "mapping.error resource=%s code=%s: %s",
+            resource_id,
+            error.get("code"),
+            error.get("message"),
+        )
         self._recent.pop(resource_id, None)
         current = self.get(resource_id)
         self._write(current, state="error", last_error=error, last_error_at=datetime.now(UTC))

@@ -115,3 +115,50 @@ def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%")
 def safety_sweep(timer: func.TimerRequest) -> None:
     inbound.safety_sweep(services())
+
+
+# -- admin surface: rooms, resync, status (JSON and the page), history, doctor -------------------
+
+
+@app.function_name("admin_rooms")
+@app.route(route="api/admin/rooms", methods=["GET"])
+def admin_rooms(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.list_rooms, req)
+
+
+@app.function_name("mappings_resync")
+@app.route(route="api/admin/mappings/{resource_id}/resync", methods=["POST"])
+def mappings_resync(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.resync_mapping, req)
+
+
+@app.function_name("admin_status")
+@app.route(route="api/admin/status", methods=["GET"])
+def admin_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.status, req)
+
+
+@app.function_name("admin_ui")
+@app.route(route="api/admin/ui", methods=["GET"])
+def admin_ui(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.status_ui, req)
+
+
+@app.function_name("admin_history")
+@app.route(route="api/admin/history", methods=["GET"])
+def admin_history(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.history, req)
+
+
+@app.function_name("admin_doctor")
+@app.route(route="api/admin/doctor", methods=["GET"])
+def admin_doctor(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.doctor, req)
+
+
+@app.function_name("credential_watch")
+@app.timer_trigger(arg_name="timer", schedule="%CREDENTIAL_SCHEDULE%")
+def credential_watch(timer: func.TimerRequest) -> None:
+    from sync_core import credentials
+
+    credentials.watch(services())

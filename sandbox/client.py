@@ -329,6 +329,48 @@ class SandboxControl:
         )
         return result
 
+    # -- the Key Vault double ----------------------------------------------------------------
+
+    def vault_secrets(self) -> list[dict[str, Any]]:
+        """Every secret in the vault with its versions' attributes (no values)."""
+        return list(self._call("GET", "/keyvault/secrets")["value"])
+
+    def vault_secret(self, name: str) -> list[dict[str, Any]]:
+        """One secret's versions, oldest first, with their values (a test's view)."""
+        return list(self._call("GET", f"/keyvault/secrets/{self._q(name)}")["versions"])
+
+    def set_vault_secret(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None = None,
+        expires_on: str | None = None,
+        expires_in_days: float | None = None,
+        enabled: bool = True,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Store a new version, as an admin would in the portal (no token needed)."""
+        body = {
+            "value": value,
+            "contentType": content_type,
+            "expiresOn": expires_on,
+            "expiresInDays": expires_in_days,
+            "enabled": enabled,
+            "tags": tags,
+        }
+        result: dict[str, Any] = self._call(
+            "PUT",
+            f"/keyvault/secrets/{self._q(name)}",
+            {k: v for k, v in body.items() if v is not None},
+        )
+        return result
+
+    def deny_vault(self, *operations: str) -> list[str]:
+        """Refuse these data-plane operations (get, list, set, update) with 403 ForbiddenByRbac;
+        no arguments allows everything again."""
+        return list(self._call("PATCH", "/keyvault", {"deny": list(operations)})["denied"])
+
     def managed_identities(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/managed-identities")["value"])
 

@@ -13,6 +13,7 @@ from typing import Any
 from sandbox import calendar, defaults, delta, timeutil
 from sandbox.calendar import Mailbox
 from sandbox.graph.subscription_routes import Subscriptions
+from sandbox.keyvault import KeyVault, VaultError
 from sandbox.limits import Faults, Throttle
 from sandbox.notifications import Notifier
 from sandbox.render import ViewOptions, render_event
@@ -58,6 +59,7 @@ class Control:
         notifier: Notifier,
         subscriptions: Subscriptions,
         info: Callable[[], dict[str, Any]],
+        vault: KeyVault | None = None,
     ) -> None:
         self.tenant = tenant
         self.throttle = throttle
@@ -66,6 +68,7 @@ class Control:
         self.notifier = notifier
         self.subscriptions = subscriptions
         self.info = info
+        self.vault = vault
         self.routes: list[tuple[str, re.Pattern[str], ControlHandler]] = []
         self._register()
 
@@ -131,6 +134,8 @@ class Control:
             self.throttle.reset()
             self.log.clear()
             self.notifier.clear()
+            if self.vault is not None:
+                self.vault.reset()
             return _ok({"status": "reset", "seeded": seed})
 
         add("POST", r"/reset", reset)
@@ -503,3 +508,51 @@ class Control:
 
         add("GET", r"/managed-identities", list_identities)
         add("POST", r"/managed-identities", add_identity)
+
+        if self.vault is not None:
+            self._register_vault(self.vault)
+
+    def _register_vault(self, vault: KeyVault) -> None:
+        """The Key Vault double: seed secrets, read them back, deny operations."""
+
+        def list_vault(request: Request, params: dict[str, str]) -> Response:
+            return _ok({"value": vault.describe()})
+
+        def one_secret(request: Request, params: dict[str, str]) -> Response:
+            return _ok({"name": params["name"], "versions": vault.describe(params["name"])})
+
+        def put_secret(request: Request, params: dict[str, str]) -> Response:
+            data = _body(request)
+            value = data.get("value")
+            if not isinstance(value, str):
+                raise ControlError(400, "value (a string) is required")
+            stamp = timeutil.now()
+            expires = None
+            if data.get("expiresOn"):
+                expires = timeutil.parse_instant(str(data["expiresOn"]))
+            elif data.get("expiresInDays") is not None:
+                expires = stamp + timedelta(days=float(data["expiresInDays"]))
+            tags = data.get("tags")
+            try:
+                secret = vault.put(
+                    params["name"],
+                    value,
+                    content_type=data.get("contentType"),
+                    tags={str(k): str(v) for k, v in tags.items()} if tags else None,
+                    enabled=bool(data.get("enabled", True)),
+                    expires=int(expires.timestamp()) if expires else None,
+                )
+            except VaultError as error:
+                raise ControlError(error.status, error.message) from error
+            return _ok(secret.describe(), 201)
+
+        def deny(request: Request, params: dict[str, str]) -> Response:
+            operations = _body(request).get("deny")
+            if not isinstance(operations, list):
+                raise ControlError(400, "deny must be a list of operations")
+            return _ok({"denied": vault.deny([str(o) for o in operations])})
+
+        self.add("GET", r"/keyvault/secrets", list_vault)
+        self.add("GET", r"/keyvault/secrets/(?P<name>[^/]+)", one_secret)
+        self.add("PUT", r"/keyvault/secrets/(?P<name>[^/]+)", put_secret)
+        self.add("PATCH", r"/keyvault", deny)

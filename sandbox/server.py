@@ -17,6 +17,7 @@ from sandbox.client import SandboxControl
 from sandbox.control import Control
 from sandbox.defaults import Settings
 from sandbox.graph import GraphApi, Subscriptions, build_graph
+from sandbox.keyvault import KeyVault
 from sandbox.limits import Faults, Throttle
 from sandbox.login import Login
 from sandbox.notifications import Notifier
@@ -169,6 +170,7 @@ class Sandbox:
         self.faults = Faults()
         self.notifier = Notifier(self.settings)
         self.login = Login(self.tenant, self.issuer)
+        self.vault = KeyVault(self.tenant, self.issuer, self.faults)
         self.graph: GraphApi
         self.subscriptions: Subscriptions
         self.graph, self.subscriptions = build_graph(
@@ -182,6 +184,7 @@ class Sandbox:
             self.notifier,
             self.subscriptions,
             self.info,
+            vault=self.vault,
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -257,6 +260,11 @@ class Sandbox:
         return self.url + MSI_PATH
 
     @property
+    def key_vault_url(self) -> str:
+        """KEY_VAULT_URL of the Key Vault double (the same origin; see sandbox/keyvault.py)."""
+        return self.url
+
+    @property
     def control(self) -> SandboxControl:
         if self._control is None:
             self._control = SandboxControl(self.url, self.ca_file)
@@ -282,6 +290,7 @@ class Sandbox:
             "authority": self.authority,
             "tokenEndpoint": f"{self.authority}/oauth2/v2.0/token",
             "msiEndpoint": self.msi_endpoint,
+            "keyVaultUrl": self.key_vault_url,
             "caFile": str(self.ca_file),
             "tenantId": self.tenant_id,
             "clientId": self.client_id,
@@ -307,6 +316,9 @@ class Sandbox:
         try:
             if path.startswith(GraphApi.PREFIX + "/") or path == GraphApi.PREFIX:
                 response = self.graph.handle(request)
+            elif self.vault.handles(path):
+                kind = "keyvault"
+                response = self.vault.handle(request)
             elif path == MSI_PATH:
                 kind = "msi"
                 response = self._login_call(request, msi=True)
@@ -330,9 +342,14 @@ class Sandbox:
         try:
             if fault is not None:
                 Faults.apply(fault)
-            response = (
-                self.login.managed_identity_token(request) if msi else self.login.handle(request)
-            )
+            if msi and self.vault.wants_token(request):
+                response = self.vault.managed_identity_token(request)
+            else:
+                response = (
+                    self.login.managed_identity_token(request)
+                    if msi
+                    else self.login.handle(request)
+                )
         except EntraError as error:
             response = error.response(request)
         except GraphError as error:

@@ -67,6 +67,12 @@ case "${1:-}" in
   lint) setup; lint ;;
   test)
     setup
+    if [ ! -x /usr/bin/chromium ]; then
+      log "installing Debian's chromium (the status page's browser test)"
+      SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    fi
     lint
     log "pytest (starts its own Azurite and local services)"
     "$PY" -m pytest "${@:2}"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sync_core import admin, bookings, inbound
+from sync_core import admin, bookings, inbound, status_page
+from sync_core import status as status_
 from sync_core.problems import ValidationFailed
 from sync_core.services import services
 from sync_core.store.mappings import Mapping
+from sync_core.validation import check_identifier
 from sync_core.web import Request, Response, json_response
+
+HISTORY_ON_PAGE = 15
 
 
 def health(request: Request) -> Response:
@@ -52,30 +56,100 @@ def get_mapping(request: Request) -> Response:
 def put_mapping(request: Request) -> Response:
     resource_id = request.route["resource_id"]
     body = request.json()
-    svc = services()
-    result = admin.put_mapping(svc.mappings, resource_id, body, if_match=request.header("if-match"))
-    result = admin.activate(svc, result)
+    result = admin.save_mapping(services(), resource_id, body, if_match=request.header("if-match"))
     extra = (
         {"Location": f"/api/admin/mappings/{quote(resource_id, safe='')}"} if result.created else {}
     )
     return json_response(
         201 if result.created else 200,
-        {**result.mapping.to_json(), "warnings": result.warnings},
+        {
+            **result.mapping.to_json(),
+            "warnings": result.warnings,
+            "bookings_queued": result.bookings_queued,
+        },
         {"ETag": result.mapping.etag or "", **extra},
     )
 
 
+def _flag(request: Request, name: str) -> bool:
+    text = request.query.get(name, "").lower()
+    if text in ("", "false", "0"):
+        return False
+    if text in ("true", "1"):
+        return True
+    raise ValidationFailed.single(name, "must be true or false")
+
+
 def delete_mapping(request: Request) -> Response:
-    if request.query.get("purge", "false").lower() not in ("false", "0", ""):
-        raise ValidationFailed.single(
-            "purge", "is not supported by this version; delete without purge"
-        )
-    svc = services()
-    removed = admin.delete_mapping(
-        svc.mappings, request.route["resource_id"], if_match=request.header("if-match")
+    """204 without purge; with ``?purge=true`` 200 and what was deleted."""
+    purge = _flag(request, "purge")
+    counts = admin.remove_mapping(
+        services(),
+        request.route["resource_id"],
+        if_match=request.header("if-match"),
+        purge=purge,
     )
-    admin.deactivate(svc, removed)
-    return Response(204)
+    if counts is None:
+        return Response(204)
+    return json_response(200, counts.to_json())
+
+
+def resync_mapping(request: Request) -> Response:
+    report = admin.resync(services(), request.route["resource_id"])
+    return json_response(202, report.to_json())
+
+
+def list_rooms(request: Request) -> Response:
+    """Rooms and room lists; ``?resource_ids=a,b`` adds a suggested mailbox for each id."""
+    wanted = [r.strip() for r in (request.query.get("resource_ids") or "").split(",") if r.strip()]
+    for resource_id in wanted:
+        check_identifier("resource_ids", resource_id)
+    return json_response(200, admin.list_rooms(services(), wanted).to_json())
+
+
+def wants_html(request: Request) -> bool:
+    """``Accept`` names text/html before (or without) application/json."""
+    accept = (request.header("accept") or "").lower()
+    html = accept.find("text/html")
+    if html < 0:
+        return False
+    json_at = accept.find("application/json")
+    return json_at < 0 or html < json_at
+
+
+def status_page_response() -> Response:
+    svc = services()
+    document = status_.build_status(svc)
+    recent, _ = svc.history.page(page_size=HISTORY_ON_PAGE)
+    return Response(
+        200, status_page.render(document, recent).encode("utf-8"), status_page.PAGE_HEADERS
+    )
+
+
+def status(request: Request) -> Response:
+    if wants_html(request):
+        return status_page_response()
+    return json_response(200, status_.build_status(services()), {"Cache-Control": "no-store"})
+
+
+def status_ui(request: Request) -> Response:
+    return status_page_response()
+
+
+def history(request: Request) -> Response:
+    entries, continuation = status_.history_page(
+        services(),
+        resource_id=request.query.get("resource_id") or None,
+        limit=_int_param(request, "limit", 50),
+        continuation=request.query.get("continuation") or None,
+    )
+    return json_response(
+        200, {"value": [e.to_json() for e in entries], "continuation": continuation}
+    )
+
+
+def doctor(request: Request) -> Response:
+    return json_response(200, status_.run_doctor(services()), {"Cache-Control": "no-store"})
 
 
 def booking_events(request: Request) -> Response:

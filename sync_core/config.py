@@ -103,6 +103,10 @@ class Settings:
     renew_schedule: str = SCHEDULE_DEFAULTS["RENEW_SCHEDULE"]
     sweep_schedule: str = SCHEDULE_DEFAULTS["SWEEP_SCHEDULE"]
     credential_schedule: str = SCHEDULE_DEFAULTS["CREDENTIAL_SCHEDULE"]
+    key_vault_secret_name: str = "graph-client-secret"  # noqa: S105 - a name, not a value
+    key_vault_certificate_name: str = "graph-client-certificate"
+    rotation_enabled: bool = False
+    secret_lifetime_days: int = 180
 
     @property
     def authority(self) -> str:
@@ -264,6 +268,15 @@ def _category(value: str) -> str:
     return value
 
 
+_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+
+def _vault_name(value: str) -> str:
+    if not _VAULT_NAME.match(value):
+        raise ValueError("must be a Key Vault object name: 1-127 letters, digits and hyphens")
+    return value
+
+
 def _schedule(value: str) -> str:
     ncrontab.parse(value)  # raises ValueError with the reason
     return value
@@ -346,6 +359,19 @@ def load_settings(
             r.required("MANAGED_IDENTITY_CLIENT_ID", "the user-assigned identity's client id"),
             _guid,
         )
+    elif mi_client_id:  # also the identity that reads Key Vault
+        mi_client_id = r.check("MANAGED_IDENTITY_CLIENT_ID", mi_client_id, _guid)
+    rotation_enabled = r.check("ROTATION_ENABLED", r.optional("ROTATION_ENABLED", "false"), _bool)
+    if rotation_enabled and mode != "secret":
+        raise ConfigError(
+            "ROTATION_ENABLED", f"rotates client secrets only (CREDENTIAL_MODE is {mode})"
+        )
+    if rotation_enabled and (client_secret or not key_vault_url):
+        raise ConfigError(
+            "ROTATION_ENABLED",
+            "needs the secret in Key Vault: set KEY_VAULT_URL and leave CLIENT_SECRET empty "
+            "(a rotated secret cannot reach CLIENT_SECRET)",
+        )
 
     return Settings(
         storage=storage,
@@ -399,6 +425,21 @@ def load_settings(
             name.lower(): r.check(name, r.optional(name, default), _schedule)
             for name, default in SCHEDULE_DEFAULTS.items()
         },
+        key_vault_secret_name=r.check(
+            "KEY_VAULT_SECRET_NAME",
+            r.optional("KEY_VAULT_SECRET_NAME", "graph-client-secret"),
+            _vault_name,
+        ),
+        key_vault_certificate_name=r.check(
+            "KEY_VAULT_CERTIFICATE_NAME",
+            r.optional("KEY_VAULT_CERTIFICATE_NAME", "graph-client-certificate"),
+            _vault_name,
+        ),
+        rotation_enabled=rotation_enabled,
+        # More than 30 days, or the next daily check would rotate the new secret again.
+        secret_lifetime_days=r.check(
+            "SECRET_LIFETIME_DAYS", r.optional("SECRET_LIFETIME_DAYS", "180"), _int_between(31, 730)
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import requests
 
+from sandbox import Sandbox
 from tests.conftest import LocalHost
 
 KEY = {"x-functions-key": "test-function-key"}
@@ -13,6 +14,13 @@ KEY = {"x-functions-key": "test-function-key"}
 
 def url(host: LocalHost, resource_id: str) -> str:
     return f"{host.base}/api/admin/mappings/{quote(resource_id, safe='')}"
+
+
+def mailboxes(tenant: Sandbox, *addresses: str) -> None:
+    """Mailboxes the tenant knows, so that the PUT check (SPEC §5: the mailbox must exist and be
+    reachable) lets the mapping through."""
+    for address in addresses:
+        tenant.control.add_mailbox(address, kind="room")
 
 
 def put(host: LocalHost, resource_id: str, body: object, **headers: str) -> requests.Response:
@@ -104,7 +112,8 @@ def test_oversized_body_is_refused(function_host: LocalHost) -> None:
     assert requests.get(url(function_host, "room-1"), headers=KEY, timeout=10).status_code == 404
 
 
-def test_if_match_protects_against_lost_updates(function_host: LocalHost) -> None:
+def test_if_match_protects_against_lost_updates(function_host: LocalHost, tenant: Sandbox) -> None:
+    mailboxes(tenant, "r7@contoso.example")
     first = put(function_host, "room-7", {"mailbox": "r7@contoso.example"})
     etag = first.headers["ETag"]
     put(function_host, "room-7", {"mailbox": "r7@contoso.example", "privacy": "full"})
@@ -121,14 +130,16 @@ def test_if_match_protects_against_lost_updates(function_host: LocalHost) -> Non
     assert fresh.status_code == 200
 
 
-def test_one_mailbox_serves_one_resource(function_host: LocalHost) -> None:
+def test_one_mailbox_serves_one_resource(function_host: LocalHost, tenant: Sandbox) -> None:
+    mailboxes(tenant, "shared@contoso.example")
     assert put(function_host, "room-a", {"mailbox": "shared@contoso.example"}).status_code == 201
     clash = put(function_host, "room-b", {"mailbox": "SHARED@contoso.example"})
     assert clash.status_code == 409
     assert "room-a" in clash.json()["detail"]
 
 
-def test_resource_ids_with_quotes_and_slashes(function_host: LocalHost) -> None:
+def test_resource_ids_with_quotes_and_slashes(function_host: LocalHost, tenant: Sandbox) -> None:
+    mailboxes(tenant, "desk-a@contoso.example", "desk-b@contoso.example")
     hostile = "desk 'A' or RowKey ne ''"
     assert put(function_host, hostile, {"mailbox": "desk-a@contoso.example"}).status_code == 201
     assert put(function_host, "desk-b", {"mailbox": "desk-b@contoso.example"}).status_code == 201
@@ -144,7 +155,8 @@ def test_resource_ids_with_quotes_and_slashes(function_host: LocalHost) -> None:
     assert only.json()["value"] == []
 
 
-def test_listing_pages(function_host: LocalHost) -> None:
+def test_listing_pages(function_host: LocalHost, tenant: Sandbox) -> None:
+    mailboxes(tenant, *(f"room{i}@contoso.example" for i in range(5)))
     for i in range(5):
         put(function_host, f"room-{i}", {"mailbox": f"room{i}@contoso.example"})
     seen: list[str] = []

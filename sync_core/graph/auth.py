@@ -2,13 +2,18 @@
 
 One interface, :class:`TokenProvider`, whatever the credential: the client credential MSAL gets is
 produced by a :class:`CredentialSource`, so certificates and managed identities plug in beside
-the client secret without the Graph client knowing.
+the client secret without the Graph client knowing. The sources for each ``CREDENTIAL_MODE``
+(settings, Key Vault, managed identity) live in :mod:`sync_core.credentials`.
+
+A source that can be re-read (Key Vault) is asked to ``refresh()`` when Entra refuses it as
+wrong or expired: another instance may have rotated the secret, and the new one is in the vault.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,6 +24,13 @@ import requests
 from sync_core.config import Settings
 from sync_core.graph.errors import ErrorKind, GraphError, error_from_login
 
+log = logging.getLogger(__name__)
+
+# Entra refused the credential itself: worth re-reading a source that can change (Key Vault).
+CREDENTIAL_REFUSED = frozenset(
+    {ErrorKind.SECRET_INVALID, ErrorKind.SECRET_EXPIRED, ErrorKind.CERTIFICATE_INVALID}
+)
+
 
 class CredentialSource(Protocol):
     """What MSAL's ``client_credential`` becomes: a secret, a certificate dict, or an assertion."""
@@ -27,21 +39,26 @@ class CredentialSource(Protocol):
 
 
 class SecretCredential:
+    """A client secret given directly (``CLIENT_SECRET``, or a value under test)."""
+
+    kind = "client_secret"
+    source = "settings"
+
     def __init__(self, secret: str | Callable[[], str]) -> None:
         self._secret = secret
+
+    def __repr__(self) -> str:
+        return "SecretCredential(***)"
 
     def client_credential(self) -> str:
         return self._secret() if callable(self._secret) else self._secret
 
 
 def credential_from_settings(settings: Settings) -> CredentialSource:
-    if settings.credential_mode == "secret" and settings.client_secret:
-        return SecretCredential(settings.client_secret)
-    raise GraphError(
-        kind=ErrorKind.LOGIN_FAILED,
-        code="CredentialUnavailable",
-        detail=f"credential mode {settings.credential_mode!r} needs Key Vault support",
-    )
+    """The source ``CREDENTIAL_MODE`` asks for (see :func:`sync_core.credentials.source_for`)."""
+    from sync_core.credentials import source_for
+
+    return source_for(settings)
 
 
 class TokenProvider:
@@ -54,14 +71,21 @@ class TokenProvider:
         self._credential = credential
         self._session = session
         self._app: msal.ConfidentialClientApplication | None = None
+        self._built_with: object = None  # the client credential the MSAL app holds
         self._lock = threading.Lock()
+
+    @property
+    def credential(self) -> CredentialSource:
+        """Where the client credential comes from (the credential watch and rotation use it)."""
+        return self._credential
 
     def _client(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
+            credential = self._credential.client_credential()
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self.settings.client_id,
-                    client_credential=self._credential.client_credential(),
+                    client_credential=credential,
                     authority=self.settings.authority,
                     http_client=self._session,
                     # Off for hosts that are not Microsoft's, so nothing is sent to
@@ -77,10 +101,42 @@ class TokenProvider:
                 raise GraphError(
                     kind=ErrorKind.NETWORK, code=type(exc).__name__, detail=str(exc)
                 ) from exc
+            self._built_with = credential
         return self._app
 
     def token(self, *, force_refresh: bool = False) -> str:
-        """A valid access token; ``force_refresh`` drops the cached one first (after a 401)."""
+        """A valid access token; ``force_refresh`` drops the cached one first (after a 401).
+
+        When Entra refuses the credential (wrong, expired, unknown certificate) and its source
+        has a newer one (rotated in Key Vault by another instance), signs in once more with it.
+        """
+        try:
+            return self._acquire(force_refresh)
+        except GraphError as error:
+            if error.kind not in CREDENTIAL_REFUSED or not self._refresh_credential():
+                raise
+            log.info("the credential was replaced in Key Vault; signing in with the new one")
+            return self._acquire(True)
+
+    def _refresh_credential(self) -> bool:
+        """True when the source now gives another credential than the MSAL app was built with
+        (re-read from Key Vault here, or already by another provider sharing the source)."""
+        refresh: Callable[[], bool] | None = getattr(self._credential, "refresh", None)
+        if refresh is None:
+            return False
+        try:
+            refresh()
+            current = self._credential.client_credential()
+        except GraphError as error:
+            log.warning("could not re-read the credential: %s", error)
+            return False
+        with self._lock:
+            if current == self._built_with:
+                return False
+            self._app = None
+        return True
+
+    def _acquire(self, force_refresh: bool) -> str:
         with self._lock:
             app = self._client()
             if force_refresh:

@@ -175,6 +175,16 @@ def _converge(
             _synced(svc, booking, link)
             return _Outcome("booking.update", "ok", "calendar already matches")
         assert link.event_id is not None
+        # Recorded first: a read of the mailbox between the PATCH and the link write must see
+        # this change as ours, not as a person's edit.
+        svc.links.index(
+            target,
+            link.transaction_id,
+            booking.id,
+            link.event_id,
+            observable_digest(projection),
+            booking.interval_utc(),
+        )
         try:
             written = svc.graph.update_event(target, link.event_id, changes)
             action, detail = (
@@ -218,7 +228,12 @@ def _converge(
         )
     )
     svc.links.index(
-        target, link.transaction_id, booking.id, event_id, observable_digest(projection)
+        target,
+        link.transaction_id,
+        booking.id,
+        event_id,
+        observable_digest(projection),
+        booking.interval_utc(),
     )
     _report_conflicts(svc, booking, target, event_id)
     _synced(svc, booking, link)

@@ -20,7 +20,13 @@ from sync_core.booking import window_for
 from sync_core.graph import DeltaPage, DeltaReset, GraphError
 from sync_core.platform import retry_delay
 from sync_core.problems import ValidationFailed
-from sync_core.reconcile import blocker_id, plan_full_round, plan_page, to_blocker
+from sync_core.reconcile import (
+    blocker_id,
+    missing_projections,
+    plan_full_round,
+    plan_page,
+    to_blocker,
+)
 from sync_core.store.blockers import Blocker
 from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
@@ -256,7 +262,8 @@ def _apply_round(
     digests = {bid: b.content_hash for bid, b in stored.items()}
     projections = svc.links.projections(mailbox)
     counts = {"upserted": 0, "deleted": 0, "restored": 0}
-    seen: set[str] = set()
+    seen: set[str] = set()  # blocker ids a full read found
+    shown: set[str] = set()  # event ids a full read found
     drifted: set[str] = set()
     pages = (
         svc.graph.calendar_delta(mailbox, start=window[0], end=window[1])
@@ -296,7 +303,8 @@ def _apply_round(
             _delete(svc, mapping, bid, digests)
             counts["deleted"] += 1
         drifted.update(plan.drifted)
-        if link is None:  # a full read: remember every blocker Outlook still shows
+        if link is None:  # a full read: remember everything Outlook still shows
+            shown.update(str(e["id"]) for e in page.changed)
             seen.update(
                 blocker_id(mailbox, str(e["id"]))
                 for e in page.changed
@@ -307,6 +315,7 @@ def _apply_round(
         for bid in plan_full_round(seen=seen, stored=digests):
             _delete(svc, mapping, bid, digests)
             counts["deleted"] += 1
+        drifted.update(missing_projections(projections, shown, window))
     for booking_id in sorted(drifted):
         svc.queues.send(APPLY_BOOKING, {"booking_id": booking_id, "attempt": 1, "repair": True})
         counts["restored"] += 1

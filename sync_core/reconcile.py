@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 BLOCKING = frozenset({"busy", "tentative", "oof", "workingelsewhere"})
@@ -52,6 +52,15 @@ class BlockerState:
                 ]
             ).encode()
         ).hexdigest()[:24]
+
+
+class Own(NamedTuple):
+    """An event this service wrote: its booking, what a person sees of it, and when it is."""
+
+    booking_id: str
+    digest: str = ""  # observable digest of what was written; "" while not known yet
+    start: datetime | None = None
+    end: datetime | None = None
 
 
 @dataclass
@@ -118,7 +127,7 @@ def plan_page(
     privacy: str,
     items: Iterable[Mapping[str, Any]],
     stored: Mapping[str, str],
-    projections: Mapping[str, tuple[str, str]],
+    projections: Mapping[str, Own],
     window: tuple[datetime, datetime],
 ) -> Plan:
     """Decide for one page of a delta round, taking its items in order.
@@ -176,3 +185,22 @@ def outside_window(
     """Blockers that ended before the window starts (the window moved on)."""
     start, _ = window
     return sorted(bid for bid, (_, end) in blockers.items() if end <= start)
+
+
+def missing_projections(
+    projections: Mapping[str, Own], seen: set[str], window: tuple[datetime, datetime]
+) -> list[str]:
+    """After a complete full read: bookings whose event in this window Outlook no longer shows
+    (deleted by a person while the change feed was lost). They are restored."""
+    start, end = window
+    missing = {
+        own.booking_id
+        for key, own in projections.items()
+        if not key.startswith(TRANSACTION_PREFIX)
+        and key not in seen
+        and own.start is not None
+        and own.end is not None
+        and own.start < end
+        and start < own.end
+    }
+    return sorted(missing)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from sync_core.reconcile import TRANSACTION_PREFIX
+from sync_core.reconcile import TRANSACTION_PREFIX, Own
 from sync_core.store.tables import ConflictError, Entity, TableStore, decode_key, encode_key
 
 LinkState = Literal["pending", "active", "removed"]
@@ -109,7 +109,13 @@ class LinkRepository:
     # an event is recognised as ours even if its id was not recorded yet.
 
     def index(
-        self, mailbox: str, transaction: str, booking_id: str, event_id: str = "", digest: str = ""
+        self,
+        mailbox: str,
+        transaction: str,
+        booking_id: str,
+        event_id: str = "",
+        digest: str = "",
+        span: tuple[datetime, datetime] | None = None,
     ) -> None:
         self.tables.upsert(
             self.INDEX,
@@ -119,21 +125,23 @@ class LinkRepository:
                 "BookingId": booking_id,
                 "EventId": event_id,
                 "Digest": digest,
+                "Start": span[0] if span else None,
+                "End": span[1] if span else None,
             },
         )
 
     def unindex(self, mailbox: str, transaction: str) -> None:
         self.tables.delete(self.INDEX, encode_key(mailbox), encode_key(transaction), blind=True)
 
-    def projections(self, mailbox: str) -> dict[str, tuple[str, str]]:
+    def projections(self, mailbox: str) -> dict[str, Own]:
         """Everything this service wrote into ``mailbox``, by event id and by ``txn:`` +
-        transaction id: (booking id, observable digest of what it wrote, "" if not known yet)."""
-        found: dict[str, tuple[str, str]] = {}
+        transaction id (for creates whose event id is not recorded yet)."""
+        found: dict[str, Own] = {}
         for e in self.tables.query(self.INDEX, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}):
-            value = (str(e["BookingId"]), str(e.get("Digest") or ""))
-            found[TRANSACTION_PREFIX + decode_key(e["RowKey"])] = value
+            own = Own(str(e["BookingId"]), str(e.get("Digest") or ""), e.get("Start"), e.get("End"))
+            found[TRANSACTION_PREFIX + decode_key(e["RowKey"])] = own
             if e.get("EventId"):
-                found[str(e["EventId"])] = value
+                found[str(e["EventId"])] = own
         return found
 
 

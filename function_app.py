@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+from types import ModuleType
+from typing import Any
 
 import azure.functions as func
 
-from sync_core import api, bookings, inbound, subscriptions
 from sync_core.config import get_settings
-from sync_core.services import services
 from sync_core.store import queues
-from sync_core.web import Handler, Request, serve
+from sync_core.web import Request, serve
+
+
+class _OnFirstUse:
+    """A module imported when a function first runs, not when the host indexes the app: the
+    Graph, MSAL and storage SDKs then cost nothing on a cold start until they are needed."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
+
+
+api = _OnFirstUse("sync_core.api")
+bookings = _OnFirstUse("sync_core.bookings")
+credentials = _OnFirstUse("sync_core.credentials")
+inbound = _OnFirstUse("sync_core.inbound")
+subscriptions = _OnFirstUse("sync_core.subscriptions")
+_services = _OnFirstUse("sync_core.services")
+
+
+def services() -> Any:
+    return _services.services()
+
 
 # Validate every setting at start-up: a bad one stops the app with one line naming it.
 get_settings()
@@ -22,7 +50,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # default "api" prefix would.
 
 
-def _http(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+def _http(handler: Any, req: func.HttpRequest) -> func.HttpResponse:
     request = Request(
         method=req.method,
         url=req.url,
@@ -159,6 +187,4 @@ def admin_doctor(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("credential_watch")
 @app.timer_trigger(arg_name="timer", schedule="%CREDENTIAL_SCHEDULE%")
 def credential_watch(timer: func.TimerRequest) -> None:
-    from sync_core import credentials
-
     credentials.watch(services())

@@ -11,13 +11,13 @@ import base64
 import contextlib
 import json
 import threading
-from typing import Any
-
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient, QueueServiceClient
+from typing import TYPE_CHECKING, Any
 
 from sync_core.config import StorageSettings
 from sync_core.identity import pooled_transport
+
+if TYPE_CHECKING:  # the SDK loads when a queue is first used, not when the app is indexed
+    from azure.storage.queue import QueueClient, QueueServiceClient
 
 # Queue names are part of the deployment contract (function bindings and alerts use them).
 APPLY_BOOKING = "apply-booking"
@@ -52,6 +52,8 @@ class QueueStore:
 
     @classmethod
     def from_settings(cls, storage: StorageSettings) -> QueueStore:
+        from azure.storage.queue import QueueServiceClient
+
         if storage.connection_string:
             return cls(
                 QueueServiceClient.from_connection_string(
@@ -74,6 +76,8 @@ class QueueStore:
                 client = self._ready.get(name)
                 if client is None:
                     client = self._service.get_queue_client(name)
+                    from azure.core.exceptions import ResourceExistsError
+
                     with contextlib.suppress(ResourceExistsError):
                         client.create_queue()
                     self._ready[name] = client

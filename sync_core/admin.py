@@ -28,7 +28,7 @@ from sync_core.problems import (
     Problem,
     ValidationFailed,
 )
-from sync_core.store.history import HistoryEntry, Outcome
+from sync_core.store.history import Outcome
 from sync_core.store.mappings import Mapping, MappingRepository, Privacy, now
 from sync_core.store.tables import ConflictError, NotFoundError
 from sync_core.validation import check_identifier, normalize_mailbox, parse_model
@@ -120,17 +120,7 @@ def record(
     detail: str = "",
     error: dict[str, Any] | None = None,
 ) -> None:
-    svc.history.record(
-        HistoryEntry(
-            at=datetime.now(UTC),
-            resource_id=resource_id,
-            action=action,
-            subject=subject,
-            outcome=outcome,
-            detail=detail,
-            error=error,
-        )
-    )
+    svc.history.add(resource_id, action, subject, outcome, detail, error)
 
 
 # -- mappings --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from sync_core.platform import retry_delay
 from sync_core.problems import Unauthorized, Unavailable
 from sync_core.reconcile import observable_digest
 from sync_core.services import Services
-from sync_core.store.history import HistoryEntry, Outcome
+from sync_core.store.history import Outcome
 from sync_core.store.links import Link
 from sync_core.store.queues import APPLY_BOOKING, poison_queue
 from sync_core.store.tables import StoreError
@@ -102,8 +102,8 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
         return  # this version (or a newer one) is already in the calendar
     mapping = svc.mappings.get(booking.resource_id)
     if mapping is not None and not mapping.enabled:
-        _history(
-            svc, booking.resource_id, "booking.apply", booking_id, "ignored", "mapping deactivated"
+        svc.history.add(
+            booking.resource_id, "booking.apply", booking_id, "ignored", "mapping deactivated"
         )
         return
     target = None if (event.removes or mapping is None) else mapping.mailbox
@@ -113,7 +113,7 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
         _failed(svc, booking, error, message, attempt)
         return
     svc.health.success(booking.resource_id)
-    _history(svc, booking.resource_id, result.action, booking_id, result.outcome, result.detail)
+    svc.history.add(booking.resource_id, result.action, booking_id, result.outcome, result.detail)
 
 
 def _converge(
@@ -283,8 +283,7 @@ def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: s
             ],
         },
     )
-    _history(
-        svc, booking.resource_id, "booking.conflict", booking.id, "conflict",
+    svc.history.add(booking.resource_id, "booking.conflict", booking.id, "conflict",
         f"overlaps {len(conflicts)} Outlook event(s) in {mailbox}",
     )  # fmt: skip
 
@@ -312,44 +311,21 @@ def _failed(
             int(error.retry_after or 0), retry_delay(svc.settings.retry_base_seconds, attempt)
         )
         svc.queues.send(APPLY_BOOKING, {**message, "attempt": attempt + 1}, delay_seconds=delay)
-        _history(
-            svc, booking.resource_id, "booking.apply", booking.id, "retrying",
+        svc.history.add(
+            booking.resource_id, "booking.apply", booking.id, "retrying",
             f"{error}; try {attempt + 1} in {delay} s",
         )  # fmt: skip
         return
     if error.retryable:  # out of tries: park it where status shows it
         svc.queues.send(poison_queue(APPLY_BOOKING), {**message, "error": error.to_json()})
     svc.health.failure(booking.resource_id, error.to_json())
-    _history(
-        svc, booking.resource_id, "booking.apply", booking.id,
+    svc.history.add(booking.resource_id, "booking.apply", booking.id,
         "parked" if error.retryable else "failed", error.message, error.to_json(),
     )  # fmt: skip
     svc.platform.emit(
         "booking.failed",
         booking.resource_id,
         {"booking_id": booking.id, "version": booking.version, "error": error.to_json()},
-    )
-
-
-def _history(
-    svc: Services,
-    resource_id: str,
-    action: str,
-    subject: str,
-    outcome: Outcome,
-    detail: str = "",
-    error: dict[str, Any] | None = None,
-) -> None:
-    svc.history.record(
-        HistoryEntry(
-            at=datetime.now(UTC),
-            resource_id=resource_id,
-            action=action,
-            subject=subject,
-            outcome=outcome,
-            detail=detail,
-            error=error,
-        )
     )
 
 

@@ -151,6 +151,10 @@ def plan_page(
         if own is not None:
             if "@removed" in item or (own[1] and observable_digest(item) != own[1]):
                 drifted[own[0]] = None  # a person edited or deleted it: restore the booking
+            if blocker_id(mailbox, event_id) in stored:
+                # Sent as a blocker before it was known as ours (e.g. read between the create
+                # and the link write under a lost race): take that blocker back.
+                final[blocker_id(mailbox, event_id)] = None
             continue
         blocker = None if "@removed" in item else to_blocker(mailbox, item, privacy)
         if blocker is not None and (blocker.end <= start or blocker.start >= end):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import requests
 
 from sync_core.graph import ErrorKind, GraphClient, GraphError
+from sync_core.graph.client import parse_graph_timestamp
 from sync_core.problems import ValidationFailed
 from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
@@ -82,25 +83,6 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:  # Graph sends up to 7 fractional digits; Python takes 6
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-# -- the credential --------------------------------------------------------------------------------
-
-
-# Credential states, as this module's fallback and ``sync_core.credentials`` name them.
 CREDENTIAL_OK = frozenset({"ok"})
 CREDENTIAL_WARNING = frozenset({"warning", "unknown"})  # anything else is an error
 
@@ -204,8 +186,8 @@ def registration_expiry(settings: Settings, graph: GraphClient) -> dict[str, Any
                 "message": "the app registration has no certificate",
                 "hint": "Upload the certificate under App registrations → Certificates & secrets.",
             }
-    chosen = max(candidates, key=lambda c: _parse_time(c.get("endDateTime")) or _now())
-    end = _parse_time(chosen.get("endDateTime"))
+    chosen = max(candidates, key=lambda c: parse_graph_timestamp(c.get("endDateTime")) or _now())
+    end = parse_graph_timestamp(chosen.get("endDateTime"))
     if end is None:
         return status | {"message": "the registration names no end date", "name": None}
     seconds = (end - _now()).total_seconds()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sync_core.graph import BatchRequest, GraphError
+from sync_core.graph.client import parse_graph_timestamp
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import SYNC_MAILBOX
 from sync_core.store.subscriptions import SubscriptionRecord
@@ -64,7 +65,8 @@ def create(svc: Services, mapping: Mapping) -> SubscriptionRecord:
         resource_id=mapping.resource_id,
         subscription_id=str(created["id"]),
         client_state=client_state,
-        expires_at=_parse(created.get("expirationDateTime")) or _now() + _lifetime(svc),
+        expires_at=parse_graph_timestamp(created.get("expirationDateTime"))
+        or _now() + _lifetime(svc),
     )
     svc.subscriptions.save(record)
     svc.subscriptions.fulfilled(mapping.mailbox)
@@ -86,7 +88,9 @@ def ensure(svc: Services, mapping: Mapping) -> SubscriptionRecord:
         svc.subscriptions.delete(record)
         return create(svc, mapping)
     renewed = replace(
-        record, expires_at=_parse(answer.get("expirationDateTime")) or _now() + _lifetime(svc)
+        record,
+        expires_at=parse_graph_timestamp(answer.get("expirationDateTime"))
+        or _now() + _lifetime(svc),
     )
     svc.subscriptions.save(renewed)
     return renewed
@@ -167,7 +171,7 @@ def renew_all(svc: Services) -> RenewalReport:
         answer = by_id.get(str(i))
         if answer is not None and answer.error is None:
             body = answer.body if isinstance(answer.body, dict) else {}
-            expires = _parse(body.get("expirationDateTime")) or expiration
+            expires = parse_graph_timestamp(body.get("expirationDateTime")) or expiration
             renewed.append(replace(record, expires_at=expires))
             report.renewed += 1
             continue
@@ -224,19 +228,3 @@ def _queue_full_sync(svc: Services, mailbox: str) -> None:
 def _record_failure(svc: Services, mapping: Mapping, error: GraphError) -> None:
     log.warning("subscription for %s failed: %s", mapping.mailbox, error)
     svc.health.failure(mapping.resource_id, error.to_json())
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:  # Graph sends up to 7 fractional digits; Python takes 6
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        zone = tail[len(digits) :]
-        text = f"{head}.{digits[:6]}{zone}"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

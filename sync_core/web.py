@@ -41,7 +41,8 @@ class Request:
             )
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the decoder's stack (e.g. 2,000 "[").
             raise ValidationFailed(
                 "the body is not valid JSON", [FieldError("body", f"is not valid JSON: {exc}")]
             ) from None

@@ -42,6 +42,22 @@ def graph_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_graph_timestamp(value: object) -> datetime | None:
+    """A Graph timestamp (``2026-11-22T10:00:00.1234567Z``: up to 7 fractional digits)."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Python takes at most 6 fractional digits
+        head, _, tail = text.partition(".")
+        digits = "".join(c for c in tail if c.isdigit())
+        text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def user_path(mailbox: str) -> str:
     return f"/users/{quote(mailbox, safe='@')}"
 

@@ -43,6 +43,20 @@ class History:
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
 
+    def add(
+        self,
+        resource_id: str | None,
+        action: str,
+        subject: str,
+        outcome: Outcome,
+        detail: str = "",
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Record what just happened (now)."""
+        self.record(
+            HistoryEntry(datetime.now(UTC), resource_id, action, subject, outcome, detail, error)
+        )
+
     def record(self, entry: HistoryEntry) -> None:
         ticks = _MAX_TICKS - int(entry.at.timestamp() * 1_000_000)
         row = f"{ticks:020d}-{uuid.uuid4().hex[:8]}"

@@ -34,7 +34,7 @@ from sync_core.problems import Unauthorized, Unavailable
 from sync_core.reconcile import observable_digest
 from sync_core.services import Services
 from sync_core.store.history import Outcome
-from sync_core.store.links import Link
+from sync_core.store.links import ConflictError, Link
 from sync_core.store.queues import APPLY_BOOKING, poison_queue
 from sync_core.store.tables import StoreError
 from sync_core.validation import parse_model
@@ -214,19 +214,23 @@ def _converge(
 
     event_id = str(written["id"])
     join_url = (written.get("onlineMeeting") or {}).get("joinUrl") or link.join_url
-    link = svc.links.save(
-        replace(
-            link,
-            resource_id=booking.resource_id,
-            state="active",
-            event_id=event_id,
-            applied_version=booking.version,
-            fingerprints=prints,
-            content_hash=content_hash(prints),
-            web_link=written.get("webLink") or link.web_link,
-            join_url=join_url,
+    try:
+        link = svc.links.save(
+            replace(
+                link,
+                resource_id=booking.resource_id,
+                state="active",
+                event_id=event_id,
+                applied_version=booking.version,
+                fingerprints=prints,
+                content_hash=content_hash(prints),
+                web_link=written.get("webLink") or link.web_link,
+                join_url=join_url,
+            )
         )
-    )
+    except ConflictError:
+        _drop_if_orphaned(svc, booking.id, target, link.transaction_id, event_id)
+        raise  # the message is retried and converges to what the other worker left
     svc.links.index(
         target,
         link.transaction_id,
@@ -255,6 +259,27 @@ def _recover(
         svc.graph.delete_event(link.mailbox, str(duplicate["id"]))
     updated = svc.graph.update_event(link.mailbox, str(keep["id"]), projection)
     return updated, f"adopted the event already in {link.mailbox}"
+
+
+def _drop_if_orphaned(
+    svc: Services, booking_id: str, mailbox: str, transaction_id: str, event_id: str
+) -> None:
+    """Another worker changed the link while this one wrote ``event_id`` (a cancel, move or
+    newer version applied at the same time). If the link no longer leads to this create, nothing
+    would ever remove the event (and inbound would take it for a person's): delete it now."""
+    latest = svc.links.get(booking_id)
+    if (
+        latest is not None
+        and latest.state != "removed"
+        and latest.mailbox == mailbox
+        and latest.transaction_id == transaction_id
+    ):
+        return  # still this create (Graph de-duplicates by transactionId): the link owns it
+    try:
+        svc.graph.delete_event(mailbox, event_id)
+    except GraphError as error:
+        if error.kind is not ErrorKind.ITEM_NOT_FOUND:
+            raise
 
 
 def _remove(svc: Services, link: Link) -> None:

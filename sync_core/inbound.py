@@ -273,12 +273,15 @@ def _apply_round(
     last: DeltaPage | None = None
     for page in pages:
         last = page
+        # Read again after the page: the service indexes a create before asking Graph for it, so
+        # an event this page shows that a concurrent apply created is known as ours here (the
+        # snapshot taken before the read would not know it and send it as a blocker).
         plan = plan_page(
             mailbox=mailbox,
             privacy=mapping.privacy,
             items=page.items,
             stored=digests,
-            projections=projections,
+            projections=svc.links.projections(mailbox),
             window=window,
         )
         for state in plan.upserts:

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from sync_core.config import Settings
@@ -286,10 +286,13 @@ def _inner_code(exc: Any) -> str:
 # -- credential sources -----------------------------------------------------------------------
 
 
-class KeyVaultSecretCredential:
-    """``secret`` mode with the secret in Key Vault: its latest version, re-read on refusal."""
+T = TypeVar("T")
 
-    kind: CredentialKind = "client_secret"
+
+class _VaultBacked(Generic[T]):
+    """A credential read from Key Vault: loaded once, re-read (at most once per interval) when
+    Entra refuses it, and switched after a rotation."""
+
     source = "key_vault"
 
     def __init__(
@@ -305,24 +308,28 @@ class KeyVaultSecretCredential:
         self._refresh_interval = refresh_interval
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._current: StoredSecret | None = None
+        self._current: T | None = None
         self._read_at = -math.inf
 
     def __repr__(self) -> str:
-        return f"KeyVaultSecretCredential({self.vault.url}, {self.name!r})"
+        return f"{type(self).__name__}({self.vault.url}, {self.name!r})"
+
+    def _load(self) -> T:
+        raise NotImplementedError
+
+    @staticmethod
+    def _version(value: T) -> str:
+        return str(getattr(value, "version", ""))
 
     def _interval(self) -> float:
         return REFRESH_INTERVAL if self._refresh_interval is None else self._refresh_interval
 
-    def current(self) -> StoredSecret:
+    def current(self) -> T:
         with self._lock:
             if self._current is None:
-                self._current = self.vault.get(self.name)
+                self._current = self._load()
                 self._read_at = self._monotonic()
             return self._current
-
-    def client_credential(self) -> str:
-        return self.current().value
 
     def refresh(self) -> bool:
         """Read the vault again (at most once per interval): True if a new version is in use."""
@@ -330,10 +337,22 @@ class KeyVaultSecretCredential:
             if self._monotonic() - self._read_at < self._interval():
                 return False
             self._read_at = self._monotonic()
-            fresh = self.vault.get(self.name)
-            changed = self._current is None or fresh.version != self._current.version
+            fresh = self._load()
+            changed = self._current is None or self._version(fresh) != self._version(self._current)
             self._current = fresh
             return changed
+
+
+class KeyVaultSecretCredential(_VaultBacked[StoredSecret]):
+    """``secret`` mode with the secret in Key Vault: its latest version, re-read on refusal."""
+
+    kind: CredentialKind = "client_secret"
+
+    def _load(self) -> StoredSecret:
+        return self.vault.get(self.name)
+
+    def client_credential(self) -> str:
+        return self.current().value
 
     def switch(self, stored: StoredSecret) -> None:
         """Use this version from now on (after rotation proved it)."""
@@ -417,55 +436,18 @@ def _load_certificate(stored: StoredSecret, name: str) -> LoadedCertificate:
     )
 
 
-class KeyVaultCertificateCredential:
+class KeyVaultCertificateCredential(_VaultBacked[LoadedCertificate]):
     """``certificate`` mode: the Key Vault certificate's key and certificate, for MSAL."""
 
     kind: CredentialKind = "certificate"
-    source = "key_vault"
 
-    def __init__(
-        self,
-        vault: Vault,
-        name: str,
-        *,
-        refresh_interval: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.vault = vault
-        self.name = name
-        self._refresh_interval = refresh_interval
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._current: LoadedCertificate | None = None
-        self._read_at = -math.inf
-
-    def __repr__(self) -> str:
-        return f"KeyVaultCertificateCredential({self.vault.url}, {self.name!r})"
-
-    def _interval(self) -> float:
-        return REFRESH_INTERVAL if self._refresh_interval is None else self._refresh_interval
-
-    def current(self) -> LoadedCertificate:
-        with self._lock:
-            if self._current is None:
-                self._current = _load_certificate(self.vault.get(self.name), self.name)
-                self._read_at = self._monotonic()
-            return self._current
+    def _load(self) -> LoadedCertificate:
+        return _load_certificate(self.vault.get(self.name), self.name)
 
     def client_credential(self) -> dict[str, Any]:
         loaded = self.current()
         # With public_certificate and no SHA-1 thumbprint, MSAL signs PS256 with x5t#S256.
         return {"private_key": loaded.private_key_pem, "public_certificate": loaded.certificate_pem}
-
-    def refresh(self) -> bool:
-        with self._lock:
-            if self._monotonic() - self._read_at < self._interval():
-                return False
-            self._read_at = self._monotonic()
-            fresh = _load_certificate(self.vault.get(self.name), self.name)
-            changed = self._current is None or fresh.version != self._current.version
-            self._current = fresh
-            return changed
 
 
 class ManagedIdentityAssertion:

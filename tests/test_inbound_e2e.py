@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,14 @@ def test_projections_are_never_echoed_and_drift_is_repaired(stack: Stack) -> Non
     assert history.status_code == 200
 
 
+def run_function(host: LocalHost, name: str) -> None:
+    """Run a timer function once through the local host, as an admin would."""
+    answer = requests.post(
+        f"{host.base}/admin/functions/{name}", json={"input": ""}, headers=KEY_HEADER, timeout=60
+    )
+    assert answer.status_code == 202
+
+
 def quiet(tenant: Sandbox) -> None:
     """Wait until the reads the set-up started are over, then clear the request log."""
     for _ in range(20):
@@ -371,7 +380,7 @@ def test_the_window_moving_a_day_retires_old_blockers(
     )
     quiet(tenant)  # no read in flight: the next one is ours, and not deferred as a burst
     cursor = svc.cursors.get(ROOM_A)
-    svc.cursors._write(cursor.__class__(**{**cursor.__dict__, "window_start": ended}))
+    svc.cursors._write(replace(cursor, window_start=ended))
     inbound.sync_mailbox(svc, {"mailbox": ROOM_A})
     received = settle(platform)
     assert [r["data"]["id"] for r in received if r["type"] == "blocker.deleted"] == ["blk_old"]
@@ -386,35 +395,15 @@ def test_renewal_of_expiring_and_lost_subscriptions(stack: Stack) -> None:
     record = svc.subscriptions.by_id(sub["id"])
     assert record is not None
     # Expiring: half the lifetime is gone.
-    svc.subscriptions.save(
-        record.__class__(
-            **{**record.__dict__, "expires_at": datetime.now(UTC) + timedelta(hours=1)}
-        )
-    )
-    run = requests.post(
-        f"{host.base}/admin/functions/renew_subscriptions",
-        json={"input": ""},
-        headers=KEY_HEADER,
-        timeout=30,
-    )
-    assert run.status_code == 202
+    svc.subscriptions.save(replace(record, expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    run_function(host, "renew_subscriptions")
     renewed = svc.subscriptions.by_mailbox(ROOM_A)
     assert renewed is not None and renewed.subscription_id == sub["id"]
     assert renewed.expires_at > datetime.now(UTC) + timedelta(days=2)
     # Lost: Graph dropped it (404 on renewal) → recreated.
     tenant.control.expire_subscription(sub["id"])
-    svc.subscriptions.save(
-        renewed.__class__(
-            **{**renewed.__dict__, "expires_at": datetime.now(UTC) + timedelta(hours=1)}
-        )
-    )
-    run = requests.post(
-        f"{host.base}/admin/functions/renew_subscriptions",
-        json={"input": ""},
-        headers=KEY_HEADER,
-        timeout=30,
-    )
-    assert run.status_code == 202
+    svc.subscriptions.save(replace(renewed, expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    run_function(host, "renew_subscriptions")
     recreated = svc.subscriptions.by_mailbox(ROOM_A)
     assert recreated is not None and recreated.subscription_id != sub["id"]
     assert any(s["id"] == recreated.subscription_id for s in tenant.control.subscriptions())
@@ -439,13 +428,7 @@ def test_a_subscription_created_but_never_recorded_is_deleted(
         "subscriptions",
         {"PartitionKey": "intent", "RowKey": ROOM_A, "At": datetime.now(UTC) - timedelta(hours=1)},
     )
-    run = requests.post(
-        f"{host.base}/admin/functions/renew_subscriptions",
-        json={"input": ""},
-        headers=KEY_HEADER,
-        timeout=60,
-    )
-    assert run.status_code == 202
+    run_function(host, "renew_subscriptions")
     ids = {s["id"] for s in tenant.control.subscriptions()}
     assert orphan["id"] not in ids
     kept = svc.subscriptions.by_mailbox(ROOM_A)

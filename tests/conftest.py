@@ -21,6 +21,7 @@ from azure.storage.queue import QueueServiceClient
 from devhost.azurite import Azurite, free_port, port_open
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
+from sync_core.config import Settings, load_settings
 from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
@@ -67,6 +68,20 @@ def example_settings() -> dict[str, str]:
     """The safe local values of local.settings.example.json."""
     values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
     return {k: str(v) for k, v in values.items()}
+
+
+NO_LOCAL_SETTINGS = Path("/nonexistent/local.settings.json")
+
+
+def settings_with(**overrides: str | None) -> Settings:
+    """The example settings with some changed (None removes one), validated."""
+    env = example_settings()
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return load_settings(env, NO_LOCAL_SETTINGS)
 
 
 @pytest.fixture

@@ -9,18 +9,9 @@ import pytest
 
 from sync_core.config import DEVSTORE_CONNECTION_STRING, ConfigError, load_settings
 from tests.conftest import example_settings
+from tests.conftest import settings_with as load
 
 NO_FILE = Path("/nonexistent/local.settings.json")
-
-
-def load(**overrides: str | None) -> object:
-    env = example_settings()
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return load_settings(env, NO_FILE)
 
 
 def test_example_settings_are_valid() -> None:
@@ -41,11 +32,11 @@ def test_defaults_apply_when_optional_settings_are_absent() -> None:
         EVENT_CATEGORY=None,
         RENEW_SCHEDULE=None,
     )
-    assert settings.graph_endpoint == "https://graph.microsoft.com"  # type: ignore[attr-defined]
-    assert settings.authority_is_microsoft is True  # type: ignore[attr-defined]
-    assert settings.credential_mode == "secret"  # type: ignore[attr-defined]
-    assert settings.sync_window_days == 180  # type: ignore[attr-defined]
-    assert settings.renew_schedule == "0 0 */6 * * *"  # type: ignore[attr-defined]
+    assert settings.graph_endpoint == "https://graph.microsoft.com"
+    assert settings.authority_is_microsoft is True
+    assert settings.credential_mode == "secret"
+    assert settings.sync_window_days == 180
+    assert settings.renew_schedule == "0 0 */6 * * *"
 
 
 @pytest.mark.parametrize(
@@ -120,7 +111,7 @@ def test_identity_based_storage() -> None:
         AzureWebJobsStorage__accountName="contosocalsync",
         AzureWebJobsStorage__clientId="5f7f1c2e-1111-2222-3333-444455556666",
     )
-    storage = settings.storage  # type: ignore[attr-defined]
+    storage = settings.storage
     assert storage.connection_string is None
     assert storage.table_endpoint == "https://contosocalsync.table.core.windows.net"
     assert storage.queue_endpoint == "https://contosocalsync.queue.core.windows.net"

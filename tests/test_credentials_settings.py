@@ -6,22 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from sync_core.config import ConfigError, Settings, load_settings
-from tests.conftest import example_settings
+from sync_core.config import ConfigError
+from tests.conftest import settings_with as load
 
 NO_FILE = Path("/nonexistent/local.settings.json")
 VAULT = "https://contoso-sync.vault.azure.net"
 IDENTITY = "5e8f1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
-
-
-def load(**overrides: str | None) -> Settings:
-    env = example_settings()
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return load_settings(env, NO_FILE)
 
 
 def test_defaults() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -135,12 +136,20 @@ def remove(svc: Services, mailbox: str) -> bool:
 
 
 def renew_all(svc: Services) -> RenewalReport:
-    """The ``renew_subscriptions`` timer: one pass over every mapping and subscription."""
-    report = RenewalReport()
-    active = {m.mailbox: m for m in svc.mappings.all(enabled_only=True)}
-    records = {r.mailbox: r for r in svc.subscriptions.all()}
+    """The ``renew_subscriptions`` timer: one pass over every mapping and subscription.
 
-    for mailbox in records:
+    When the last all-at-once renewal is due (or there was none), every live subscription is
+    renewed together and one :class:`RenewalMark` records it, instead of a row per
+    subscription; otherwise only the few due ones (new since, or failed last time) are.
+    """
+    report = RenewalReport()
+    with ThreadPoolExecutor(1) as pool:  # both lists are read at once
+        mappings = pool.submit(lambda: list(svc.mappings.all(enabled_only=True)))
+        records = {r.mailbox: r for r in svc.subscriptions.all()}
+        active = {m.mailbox: m for m in mappings.result()}
+    kept: list[SubscriptionRecord] = []  # rows not renewed by this pass
+
+    for mailbox, record in records.items():
         if mailbox not in active:  # mapping gone or deactivated
             try:
                 remove(svc, mailbox)
@@ -148,11 +157,18 @@ def renew_all(svc: Services) -> RenewalReport:
             except GraphError as error:
                 log.warning("could not delete subscription for %s: %s", mailbox, error)
                 report.failed += 1
+                kept.append(record)
 
-    due = [
-        r for m, r in records.items() if m in active and r.expires_at - _now() <= _lifetime(svc) / 2
-    ]
-    report.unchanged = sum(1 for m in records if m in active) - len(due)
+    live = [r for m, r in records.items() if m in active]
+    threshold = _now() + _lifetime(svc) / 2
+    due = [r for r in live if r.expires_at <= threshold]
+    mark = svc.subscriptions.last_mark()
+    together = bool(due) and (mark is None or mark.until <= threshold)
+    if together:
+        due_ids = {r.subscription_id for r in due}
+        kept.extend(r for r in live if r.subscription_id not in due_ids)
+        due = live
+    report.unchanged = len(live) - len(due)
     expiration = _now() + _lifetime(svc)
     answers = svc.graph.batch(
         [
@@ -185,7 +201,12 @@ def renew_all(svc: Services) -> RenewalReport:
                 report.failed += 1
             continue
         report.failed += 1
-    svc.subscriptions.save_many(renewed, renewed_only=True)
+        kept.append(record)
+    if together and renewed:
+        until = min(r.expires_at for r in renewed)  # Graph may shorten some; never overstate
+        svc.subscriptions.renewed_together(renewed, kept, until)
+    else:
+        svc.subscriptions.save_many(renewed, renewed_only=True)
 
     for mailbox, mapping in active.items():
         if mailbox in records:

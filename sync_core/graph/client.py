@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "v1.0"
 MAX_BATCH = 20  # Graph's limit per $batch request
+BATCH_CONCURRENCY = 4  # $batch requests in flight at once
 MAILBOX_CONCURRENCY = 4  # Outlook's limit per app and mailbox
 TIMEOUT = (5.0, 30.0)  # connect, read
 
@@ -292,43 +294,28 @@ class GraphClient:
             yield from page.get("value", [])
 
     def batch(self, requests_: Sequence[BatchRequest]) -> list[BatchResponse]:
-        """Run requests through ``$batch``, 20 a call; throttled ones wait their own Retry-After."""
+        """Run requests through ``$batch``, 20 a call and a few calls at once; throttled ones
+        wait their own Retry-After."""
         results: dict[str, BatchResponse] = {}
         pending = list(requests_)
         attempt, waited = 0, 0.0
         while pending:
             attempt += 1
+            chunks = [pending[i : i + MAX_BATCH] for i in range(0, len(pending), MAX_BATCH)]
+            if len(chunks) == 1:
+                answers = [self._batch_call(chunks[0])]
+            else:
+                with ThreadPoolExecutor(BATCH_CONCURRENCY, "graph-batch") as pool:
+                    answers = list(pool.map(self._batch_call, chunks))
             retry: list[BatchRequest] = []
             longest_wait = 0.0
-            for start in range(0, len(pending), MAX_BATCH):
-                chunk = pending[start : start + MAX_BATCH]
-                answer = self.request(
-                    "POST",
-                    "/$batch",
-                    json={"requests": [_batch_item(r) for r in chunk]},
-                    idempotent=all(r.method.upper() != "POST" for r in chunk),
-                )
-                by_id = {r.id: r for r in chunk}
-                for item in answer.get("responses", []):
-                    original = by_id.get(str(item.get("id")))
-                    if original is None:
-                        continue
-                    status = int(item.get("status", 500))
-                    body = item.get("body")
-                    if status < 300:
-                        results[original.id] = BatchResponse(original.id, status, body)
-                        continue
-                    inner_headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
-                    retry_after = parse_retry_after(inner_headers.get("retry-after"))
-                    error = error_from_response(
-                        status, body, mailbox=original.mailbox, retry_after=retry_after
-                    )
-                    results[original.id] = BatchResponse(original.id, status, body, error)
-                    if status in RETRY_STATUSES:
+            for answer in answers:
+                for response, original in answer:
+                    results[original.id] = response
+                    if response.error is not None and response.status in RETRY_STATUSES:
                         retry.append(original)
-                        longest_wait = max(
-                            longest_wait, retry_after or self.policy.backoff(attempt)
-                        )
+                        wait = response.error.retry_after or self.policy.backoff(attempt)
+                        longest_wait = max(longest_wait, wait)
             if not retry:
                 break
             delay = self.policy.wait_before(attempt, longest_wait, waited)
@@ -338,6 +325,34 @@ class GraphClient:
             waited += delay
             pending = retry
         return [results[r.id] for r in requests_ if r.id in results]
+
+    def _batch_call(self, chunk: list[BatchRequest]) -> list[tuple[BatchResponse, BatchRequest]]:
+        """One ``$batch`` request: each inner answer with the request it answers."""
+        answer = self.request(
+            "POST",
+            "/$batch",
+            json={"requests": [_batch_item(r) for r in chunk]},
+            idempotent=all(r.method.upper() != "POST" for r in chunk),
+        )
+        by_id = {r.id: r for r in chunk}
+        answered = []
+        for item in answer.get("responses", []):
+            original = by_id.get(str(item.get("id")))
+            if original is None:
+                continue
+            status = int(item.get("status", 500))
+            body = item.get("body")
+            error = None
+            if status >= 300:
+                headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
+                error = error_from_response(
+                    status,
+                    body,
+                    mailbox=original.mailbox,
+                    retry_after=parse_retry_after(headers.get("retry-after")),
+                )
+            answered.append((BatchResponse(original.id, status, body, error), original))
+        return answered
 
     # -- users and rooms ------------------------------------------------------------------------
 

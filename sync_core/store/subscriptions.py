@@ -16,30 +16,67 @@ class SubscriptionRecord:
     subscription_id: str
     client_state: str
     expires_at: datetime
+    written_at: datetime | None = None  # the storage service's time of the row's last write
+
+
+@dataclass(frozen=True)
+class RenewalMark:
+    """One renewal pass that renewed every subscription at once: each by-mailbox row last
+    written at or before ``covers`` (storage time) expires at ``until``. One row instead of a
+    row per subscription; rows written later (creates, single renewals, the pass's failures)
+    carry their own expiry."""
+
+    until: datetime
+    covers: datetime
 
 
 class SubscriptionRepository:
     """Two rows per subscription: by mailbox (what renewal walks) and by id (what a
-    notification names), so a notification is checked with one point read."""
+    notification names), so a notification is checked with one point read. The live expiry is
+    the by-mailbox row's, or the last :class:`RenewalMark`'s for the rows it covers."""
 
     TABLE = "subscriptions"
+    MARK = ("renewal", "mark")
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
 
     def by_mailbox(self, mailbox: str) -> SubscriptionRecord | None:
         entity = self.tables.get(self.TABLE, "mailbox", encode_key(mailbox))
-        return _record(entity) if entity else None
+        return _record(entity, self.last_mark()) if entity else None
 
     def by_id(self, subscription_id: str) -> SubscriptionRecord | None:
+        """For checking a notification; ``expires_at`` is the one of its creation (use
+        :meth:`by_mailbox` or :meth:`all` for the live expiry)."""
         entity = self.tables.get(self.TABLE, "id", encode_key(subscription_id))
         return _record(entity) if entity else None
 
     def all(self) -> list[SubscriptionRecord]:
+        mark = self.last_mark()
         return [
-            _record(e)
+            _record(e, mark)
             for e in self.tables.query(self.TABLE, "PartitionKey eq @pk", {"pk": "mailbox"})
         ]
+
+    def last_mark(self) -> RenewalMark | None:
+        entity = self.tables.get(self.TABLE, *self.MARK)
+        return RenewalMark(entity["Until"], entity["Covers"]) if entity else None
+
+    def renewed_together(
+        self, renewed: list[SubscriptionRecord], others: list[SubscriptionRecord], until: datetime
+    ) -> None:
+        """After a pass renewed ``renewed`` to ``until``: the rows in ``others`` (read in the
+        same pass, not renewed) are written again with their expiry, so the new mark, written
+        last, covers exactly the renewed ones. Writes whichever side is smaller."""
+        stamps = [r.written_at for r in renewed if r.written_at is not None]
+        if len(others) > len(renewed) or len(stamps) < len(renewed):
+            self.save_many(renewed, renewed_only=True)
+            return
+        self.save_many(others, renewed_only=True)
+        mark, row = self.MARK
+        self.tables.upsert(
+            self.TABLE, {"PartitionKey": mark, "RowKey": row, "Until": until, "Covers": max(stamps)}
+        )
 
     def save(self, record: SubscriptionRecord) -> None:
         self.save_many([record])
@@ -101,13 +138,16 @@ def _entity(record: SubscriptionRecord) -> Entity:
     }
 
 
-def _record(entity: Entity) -> SubscriptionRecord:
+def _record(entity: Entity, mark: RenewalMark | None = None) -> SubscriptionRecord:
+    written = entity.get("timestamp")
+    covered = mark is not None and written is not None and written <= mark.covers
     return SubscriptionRecord(
         mailbox=entity["Mailbox"],
         resource_id=entity["ResourceId"],
         subscription_id=entity["SubscriptionId"],
         client_state=entity["ClientState"],
-        expires_at=entity["ExpiresAt"],
+        expires_at=mark.until if covered and mark else entity["ExpiresAt"],
+        written_at=written,
     )
 
 

@@ -247,7 +247,9 @@ class TableStore:
 
 
 def _plain(entity: Any) -> Entity:
-    """A plain dict with the ETag under ``etag`` (the SDK keeps it in metadata)."""
+    """A plain dict with the ETag under ``etag`` and the service's last-write time under
+    ``timestamp`` (the SDK keeps both in metadata)."""
     plain = dict(entity)
     plain["etag"] = entity.metadata["etag"]
+    plain["timestamp"] = entity.metadata.get("timestamp")
     return plain

@@ -1,9 +1,9 @@
 """Scale: 10,000 mappings. The subscription renewal pass (Graph HTTP requests, time, peak
 memory) and the initial sync fan-out (never more than 4 requests in flight per mailbox).
 
-The simulated tenant runs in this process with 10,000 room mailboxes and one subscription each,
-all close to expiry; Azurite holds 10,000 mappings and subscription records. ``renew_all`` then
-runs exactly as the ``renew_subscriptions`` timer would.
+The simulated tenant runs in its own process (as Graph is elsewhere) with 10,000 room mailboxes
+and one subscription each, all close to expiry; Azurite holds 10,000 mappings and subscription
+records. ``renew_all`` then runs exactly as the ``renew_subscriptions`` timer would.
 
     .venv/bin/python bench/scale.py [--mappings 10000] [--fanout 200]
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from azure.data.tables import TableServiceClient  # noqa: E402
 
 from devhost.azurite import Azurite  # noqa: E402
-from sandbox import Sandbox  # noqa: E402
+from sandbox import Sandbox, SandboxControl  # noqa: E402
 from sandbox.state import Subscription  # noqa: E402
 from sync_core import inbound, subscriptions  # noqa: E402
 from sync_core.config import load_settings  # noqa: E402
@@ -42,6 +44,34 @@ def batched(rows: list[dict[str, object]], size: int = 100) -> list[list[dict[st
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
+def serve_tenant(state: Path, conn: Connection) -> None:
+    """The simulated tenant's process: start, say how to reach it, add the mailboxes and
+    subscriptions it is sent, serve until told to stop."""
+    sandbox = Sandbox(state_dir=state, seed=False).start()
+    conn.send(sandbox.env())
+    urls, wanted, expiration = conn.recv()
+    tenant, now = sandbox.tenant, datetime.now(UTC)
+    for i, (address, sub_id, client_state) in enumerate(wanted):
+        mailbox = tenant.add_mailbox(address, f"Room {i}", kind="room")
+        tenant.add_subscription(
+            Subscription(
+                id=sub_id,
+                app_id=sandbox.client_id,
+                resource=f"users/{address}/events",
+                mailbox_id=mailbox.id,
+                change_types=["created", "updated", "deleted"],
+                notification_url=urls[0],
+                lifecycle_url=urls[1],
+                expiration=expiration,
+                client_state=client_state,
+                created=now,
+            )
+        )
+    conn.send("ready")
+    conn.recv()
+    sandbox.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mappings", type=int, default=10_000)
@@ -51,36 +81,26 @@ def main() -> None:
 
     state = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     azurite = Azurite().start()
-    sandbox = Sandbox(state_dir=state / "m365", seed=False).start()
+    conn, child_end = multiprocessing.get_context("spawn").Pipe()
+    tenant_process = multiprocessing.get_context("spawn").Process(
+        target=serve_tenant, args=(state / "m365", child_end), daemon=True
+    )
+    tenant_process.start()
     try:
         values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
-        env = {**values, **sandbox.env(), "AzureWebJobsStorage": azurite.connection_string}
+        env = {**values, **conn.recv(), "AzureWebJobsStorage": azurite.connection_string}
         os.environ["REQUESTS_CA_BUNDLE"] = env["REQUESTS_CA_BUNDLE"]
         svc = Services(load_settings(env, Path("/nonexistent")))
+        control = SandboxControl(env["GRAPH_ENDPOINT"], Path(env["REQUESTS_CA_BUNDLE"]))
 
         started = time.perf_counter()
         now = datetime.now(UTC)
         soon = now + timedelta(hours=2)  # less than half of the lifetime left: all due
-        mapping_rows, sub_rows = [], []
-        tenant = sandbox.tenant
+        mapping_rows, sub_rows, wanted = [], [], []
         for i in range(count):
             address = f"room{i:05d}@contoso.example"
-            mailbox = tenant.add_mailbox(address, f"Room {i}", kind="room")
             sub_id = str(uuid.uuid4())
-            tenant.add_subscription(
-                Subscription(
-                    id=sub_id,
-                    app_id=sandbox.client_id,
-                    resource=f"users/{address}/events",
-                    mailbox_id=mailbox.id,
-                    change_types=["created", "updated", "deleted"],
-                    notification_url=svc.settings.notification_url,
-                    lifecycle_url=svc.settings.lifecycle_url,
-                    expiration=soon,
-                    client_state=f"state-{i}",
-                    created=now,
-                )
-            )
+            wanted.append((address, sub_id, f"state-{i}"))
             mapping_rows.append(
                 {
                     "PartitionKey": PARTITION,
@@ -102,6 +122,7 @@ def main() -> None:
             }
             sub_rows.append({**record, "PartitionKey": "mailbox", "RowKey": encode_key(address)})
             sub_rows.append({**record, "PartitionKey": "id", "RowKey": encode_key(sub_id)})
+        conn.send(((svc.settings.notification_url, svc.settings.lifecycle_url), wanted, soon))
         service = TableServiceClient.from_connection_string(azurite.connection_string)
         for table, rows in ((TABLE, mapping_rows), ("subscriptions", sub_rows)):
             client = service.create_table_if_not_exists(table)
@@ -111,12 +132,13 @@ def main() -> None:
             for group in by_partition.values():
                 for chunk in batched(group):
                     client.submit_transaction([("upsert", row) for row in chunk])
+        assert conn.recv() == "ready"
         print(
             f"set-up: {count} mailboxes, mappings and subscriptions "
             f"in {time.perf_counter() - started:.1f} s"
         )
 
-        sandbox.control.clear_requests()
+        control.clear_requests()
         svc.graph.tokens.token()  # sign-in is not part of the pass
         before = svc.graph.requests_sent
         tracemalloc.start()
@@ -135,9 +157,8 @@ def main() -> None:
         # Initial sync fan-out: many mailboxes read at once, each with a few events.
         fanout = [f"room{i:05d}@contoso.example" for i in range(min(args.fanout, count))]
         for address in fanout:
-            assert tenant.lookup(address) is not None
             for hour in (8, 10, 12):
-                sandbox.control.create_event(
+                control.create_event(
                     address,
                     {
                         "subject": "Busy",
@@ -155,7 +176,7 @@ def main() -> None:
                         },
                     },
                 )
-        sandbox.control.clear_requests()
+        control.clear_requests()
         in_flight: dict[str, int] = {}
         peak_in_flight: dict[str, int] = {}
         lock = threading.Lock()
@@ -179,7 +200,7 @@ def main() -> None:
                 pool.map(lambda a: inbound.sync_mailbox(svc, {"mailbox": a, "full": True}), fanout)
             )
         elapsed = time.perf_counter() - started
-        throttled = sum(1 for r in sandbox.control.requests() if r["status"] == 429)
+        throttled = sum(1 for r in control.requests() if r["status"] == 429)
         worst = max(peak_in_flight.get(a, 0) for a in fanout)
         blockers = sum(len(svc.blockers.for_mailbox(a)) for a in fanout)
         print(
@@ -188,18 +209,19 @@ def main() -> None:
             f"429 answers: {throttled}"
         )
         # 32 workers on one mailbox at once: the client holds them to Outlook's 4.
-        sandbox.control.clear_requests()
+        control.clear_requests()
         peak_in_flight.clear()
         one = fanout[0]
         with ThreadPoolExecutor(max_workers=32) as pool:
             list(pool.map(lambda _: svc.graph.check_mailbox(one), range(200)))
-        throttled = sum(1 for r in sandbox.control.requests() if r["status"] == 429)
+        throttled = sum(1 for r in control.requests() if r["status"] == 429)
         print(
             f"200 requests to one mailbox from 32 workers: most in flight {peak_in_flight[one]}; "
             f"429 answers: {throttled}"
         )
     finally:
-        sandbox.stop()
+        conn.send("stop")
+        tenant_process.join(timeout=15)
         azurite.stop()
 
 

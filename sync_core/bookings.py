@@ -59,7 +59,7 @@ def receive(svc: Services, request: Request) -> Response:
     try:
         if svc.seen.seen(webhook_id):
             return json_response(200, {"status": "duplicate"})
-        mapping = svc.mappings.get(booking.resource_id)
+        mapping = svc.mappings.recent(booking.resource_id)
         # A booking moved away from a mapped resource must still leave its old calendar.
         if mapping is None and svc.links.get(booking.id) is None:
             return json_response(200, {"status": "ignored", "reason": "resource not mapped"})
@@ -100,7 +100,7 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
     current = link is not None and link.applied_version >= booking.version
     if link is not None and link.state != "pending" and current and not repair:
         return  # this version (or a newer one) is already in the calendar
-    mapping = svc.mappings.get(booking.resource_id)
+    mapping = svc.mappings.recent(booking.resource_id)
     if mapping is not None and not mapping.enabled:
         svc.history.add(
             booking.resource_id, "booking.apply", booking_id, "ignored", "mapping deactivated"

@@ -5,7 +5,13 @@ Imported lazily: local runs use connection strings and never load azure-identity
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import requests
+
+_PROXY_SETTINGS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 def azure_credential(client_id: str | None) -> Any:
@@ -17,14 +23,28 @@ def azure_credential(client_id: str | None) -> Any:
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 
-def pooled_transport(pool_size: int = 64) -> Any:
-    """An HTTP transport whose connection pool fits the worker threads (requests keeps 10)."""
+def pooled_session(pool_size: int = 32) -> requests.Session:
+    """A session whose connection pool fits the worker threads (requests keeps 10).
+
+    Without proxy settings the environment is read once, here: requests would otherwise scan
+    every environment variable for proxies on each call, which costs about as much CPU as the
+    call itself. TLS verification still honours REQUESTS_CA_BUNDLE.
+    """
     import requests
-    from azure.core.pipeline.transport import RequestsTransport
     from requests.adapters import HTTPAdapter
 
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return RequestsTransport(session=session, session_owner=False)
+    if not any(name.lower() in _PROXY_SETTINGS for name in os.environ):
+        session.trust_env = False
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
+    return session
+
+
+def pooled_transport(pool_size: int = 64) -> Any:
+    """The Azure SDKs' HTTP transport over a :func:`pooled_session`."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    return RequestsTransport(session=pooled_session(pool_size), session_owner=False)

@@ -17,6 +17,7 @@ import requests
 
 from sync_core import webhooks
 from sync_core.config import Settings
+from sync_core.identity import pooled_session
 from sync_core.store.history import History, HistoryEntry
 from sync_core.store.queues import DELIVER, QueueStore, poison_queue
 from sync_core.store.records import Sequences
@@ -49,7 +50,7 @@ class Platform:
         self.queues = queues
         self.sequences = sequences
         self.history = history
-        self.session = session or requests.Session()
+        self.session = session or pooled_session()
         self.clock = clock
 
     def emit(self, event_type: str, resource_id: str, data: dict[str, Any]) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
+from sync_core.store.blockers import Blocker, BlockerRepository
 from sync_core.store.mappings import Mapping, MappingRepository, now
 from sync_core.store.queues import QueueStore, decode_message, encode_message
 from sync_core.store.tables import ConflictError, NotFoundError, TableStore, decode_key, encode_key
@@ -131,3 +133,39 @@ def test_queue_messages_use_the_functions_encoding(queues: QueueStore) -> None:
     # What a queue trigger decodes is the JSON the sender meant, byte for byte.
     assert json.loads(decode_message(message.content)) == payload
     assert message.content == encode_message(payload)
+
+
+def test_recent_mappings_are_remembered_until_changed_here(tables: TableStore) -> None:
+    repo, other = MappingRepository(tables), MappingRepository(tables)  # two instances
+    assert repo.recent("room-1") is None  # not found: not remembered
+    created = other.create(Mapping("room-1", "a@contoso.example", "full", True, now(), now()))
+    assert repo.recent("room-1") == created  # so a new mapping counts at once
+
+    # Another instance's change shows once the remembered read is old enough.
+    changed = other.replace(replace(created, enabled=False))
+    assert repo.recent("room-1") == created
+    repo._recent.max_age = 0
+    assert repo.recent("room-1") == changed
+
+    # A change through this instance counts at once.
+    repo._recent.max_age = 60
+    again = repo.replace(replace(changed, enabled=True))
+    assert repo.recent("room-1") == again
+
+
+def test_the_conflict_mirror_sees_blockers_written_here_at_once(tables: TableStore) -> None:
+    blockers = BlockerRepository(tables)
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    span = (day.replace(hour=9), day.replace(hour=10))
+    assert blockers.overlapping("a@contoso.example", *span) == []
+    busy = Blocker(
+        "blk-1", "a@contoso.example", "room-1", "evt-1", None,
+        day.replace(hour=9, minute=30), day.replace(hour=11), False, "busy", None,
+    )  # fmt: skip
+    blockers.put(busy)
+    assert [b.id for b in blockers.overlapping("a@contoso.example", *span)] == ["blk-1"]
+    assert (
+        blockers.overlapping("a@contoso.example", day.replace(hour=11), day.replace(hour=12)) == []
+    )
+    blockers.delete("a@contoso.example", "blk-1")
+    assert blockers.overlapping("a@contoso.example", *span) == []

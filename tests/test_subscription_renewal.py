@@ -34,11 +34,11 @@ def svc(tenant_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Services
 
 
 def subscribe(svc: Services, tenant: Sandbox, address: str, expires: datetime) -> str:
-    """A mapping whose subscription Graph holds and this service recorded, expiring at ``expires``."""
+    """A mapping whose subscription Graph holds and this service recorded, until ``expires``."""
     mailbox = tenant.tenant.lookup(address)
     assert mailbox is not None
     now = datetime.now(UTC)
-    resource = "res-" + address.split("@")[0]
+    resource = "res-" + address.split("@", maxsplit=1)[0]
     svc.mappings.create(Mapping(resource, address, "busy_only", True, now, now))
     sub_id = str(uuid.uuid4())
     tenant.tenant.add_subscription(

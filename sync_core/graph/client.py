@@ -23,12 +23,12 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from sync_core.config import Settings
 from sync_core.graph.auth import TokenProvider, credential_from_settings
 from sync_core.graph.errors import ErrorKind, GraphError, error_from_response
 from sync_core.graph.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from sync_core.identity import pooled_session
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,7 @@ def user_path(mailbox: str) -> str:
 
 def new_session(pool_size: int = 32) -> requests.Session:
     """A pooled session; TLS verification honours REQUESTS_CA_BUNDLE (the simulated tenant's CA)."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    session = pooled_session(pool_size)
     session.headers["User-Agent"] = "calendar-sync/0.1"
     return session
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sync_core.store.recent import Recent
 from sync_core.store.tables import Entity, TableStore, encode_key
 
 
@@ -62,8 +63,11 @@ def _blocker(entity: Entity) -> Blocker:
 class BlockerRepository:
     TABLE = "blockers"
 
+    RECENT_SECONDS = 1.0  # how old the mirror may be when a booking is checked for conflicts
+
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
+        self._recent: Recent[str, list[Blocker]] = Recent(self.RECENT_SECONDS)
 
     def for_mailbox(self, mailbox: str) -> dict[str, Blocker]:
         return {
@@ -77,18 +81,15 @@ class BlockerRepository:
         }
 
     def overlapping(self, mailbox: str, start: datetime, end: datetime) -> list[Blocker]:
-        """Blockers in ``mailbox`` that overlap [start, end): no Graph read needed."""
-        return [
-            _blocker(e)
-            for e in self.tables.query(
-                self.TABLE,
-                "PartitionKey eq @pk and Start lt @end and End gt @start",
-                {"pk": encode_key(mailbox), "start": start, "end": end},
-            )
-        ]
+        """Blockers in ``mailbox`` that overlap [start, end): no Graph read needed. A burst of
+        bookings for one mailbox shares one read of its mirror per ``RECENT_SECONDS``."""
+        mirror = self._recent.get(mailbox, lambda: list(self.for_mailbox(mailbox).values()))
+        return [b for b in mirror or [] if b.start < end and b.end > start]
 
     def put(self, blocker: Blocker) -> None:
         self.tables.upsert(self.TABLE, _entity(blocker))
+        self._recent.forget(blocker.mailbox)
 
     def delete(self, mailbox: str, blocker_id: str) -> None:
         self.tables.delete(self.TABLE, encode_key(mailbox), encode_key(blocker_id))
+        self._recent.forget(mailbox)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
+from sync_core.store.recent import Recent
 from sync_core.store.tables import Entity, TableStore, encode_key
 
 Privacy = Literal["full", "busy_only"]
@@ -68,12 +69,21 @@ def _from_entity(entity: Entity) -> Mapping:
 
 
 class MappingRepository:
+    RECENT_SECONDS = 5.0  # how old a mapping read for a booking may be
+
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
+        self._recent: Recent[str, Mapping] = Recent(self.RECENT_SECONDS)
 
     def get(self, resource_id: str) -> Mapping | None:
         entity = self.tables.get(TABLE, PARTITION, encode_key(resource_id))
         return _from_entity(entity) if entity else None
+
+    def recent(self, resource_id: str) -> Mapping | None:
+        """For the booking path: a mapping read in this process in the last few seconds, or a
+        fresh read. Only found mappings are remembered, so a new mapping counts at once; a
+        change made through another instance counts within ``RECENT_SECONDS``."""
+        return self._recent.get(resource_id, lambda: self.get(resource_id))
 
     def list_page(
         self, *, page_size: int = 100, continuation: str | None = None, mailbox: str | None = None
@@ -104,16 +114,22 @@ class MappingRepository:
 
     def create(self, mapping: Mapping) -> Mapping:
         """Insert; ``ConflictError`` if the resource is already mapped."""
-        return replace(mapping, etag=self.tables.insert(TABLE, _to_entity(mapping)))
+        created = replace(mapping, etag=self.tables.insert(TABLE, _to_entity(mapping)))
+        self._recent.forget(mapping.resource_id)
+        return created
 
     def replace(self, mapping: Mapping) -> Mapping:
         """Overwrite, guarded by ``mapping.etag``; ``ConflictError`` if it changed meanwhile."""
         if mapping.etag is None:
             raise ValueError("replace needs the ETag the mapping was read with")
-        return replace(mapping, etag=self.tables.replace(TABLE, _to_entity(mapping), mapping.etag))
+        etag = self.tables.replace(TABLE, _to_entity(mapping), mapping.etag)
+        self._recent.forget(mapping.resource_id)
+        return replace(mapping, etag=etag)
 
     def delete(self, resource_id: str, etag: str | None = None) -> bool:
-        return self.tables.delete(TABLE, PARTITION, encode_key(resource_id), etag)
+        deleted = self.tables.delete(TABLE, PARTITION, encode_key(resource_id), etag)
+        self._recent.forget(resource_id)
+        return deleted
 
 
 def now() -> datetime:

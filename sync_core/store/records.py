@@ -127,7 +127,8 @@ class BookingStates:
         """Keep ``event`` if its version is newer than the stored one; False if it was not."""
         current: Entity | None = None
         for attempt in range(20):
-            if attempt:  # a new booking is inserted without reading first
+            # A first version is inserted without reading first; a later one replaces.
+            if attempt or version > 1:
                 current = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
             if current is not None and int(current["Version"]) >= version:
                 return False

@@ -307,6 +307,7 @@ def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: s
                 {"blocker_id": b.id, "start": _iso(b.start), "end": _iso(b.end)} for b in conflicts
             ],
         },
+        at_once=True,
     )
     svc.history.add(booking.resource_id, "booking.conflict", booking.id, "conflict",
         f"overlaps {len(conflicts)} Outlook event(s) in {mailbox}",
@@ -325,6 +326,7 @@ def _synced(svc: Services, booking: Booking, link: Link) -> None:
             "web_link": link.web_link,
             "online_meeting_url": link.join_url,
         },
+        at_once=True,
     )
 
 
@@ -351,6 +353,7 @@ def _failed(
         "booking.failed",
         booking.resource_id,
         {"booking_id": booking.id, "version": booking.version, "error": error.to_json()},
+        at_once=True,
     )
 
 

@@ -25,6 +25,7 @@ from sync_core.store.records import Sequences
 log = logging.getLogger(__name__)
 
 TIMEOUT = (5.0, 10.0)
+AT_ONCE_TIMEOUT = (2.0, 3.0)  # a first try made inside another function: retries wait longer
 
 
 def iso_now() -> str:
@@ -53,8 +54,11 @@ class Platform:
         self.session = session or pooled_session()
         self.clock = clock
 
-    def emit(self, event_type: str, resource_id: str, data: dict[str, Any]) -> str:
-        """Queue one event for the platform; returns its webhook id."""
+    def emit(
+        self, event_type: str, resource_id: str, data: dict[str, Any], *, at_once: bool = False
+    ) -> str:
+        """Queue one event for the platform; returns its webhook id. ``at_once`` makes the first
+        try right here (saving the queue's round trips); only retries are queued then."""
         message_id = webhooks.new_message_id()
         body = {
             "type": event_type,
@@ -65,11 +69,15 @@ class Platform:
                 "sequence": self.sequences.next(resource_id),
             },
         }
-        self.queues.send(DELIVER, {"id": message_id, "body": body, "attempt": 1})
+        message = {"id": message_id, "body": body, "attempt": 1}
+        if at_once:
+            self.deliver(message, timeout=AT_ONCE_TIMEOUT)
+        else:
+            self.queues.send(DELIVER, message)
         return message_id
 
-    def deliver(self, message: dict[str, Any]) -> bool:
-        """Post one queued event. False when it failed and was requeued or parked."""
+    def deliver(self, message: dict[str, Any], timeout: tuple[float, float] = TIMEOUT) -> bool:
+        """Post one event. False when it failed and was requeued or parked."""
         message_id, body, attempt = message["id"], message["body"], int(message.get("attempt", 1))
         raw = _json_bytes(body)
         headers = webhooks.sign(
@@ -81,7 +89,7 @@ class Platform:
         headers["Content-Type"] = "application/json"
         try:
             answer = self.session.post(
-                self.settings.platform_webhook_url, data=raw, headers=headers, timeout=TIMEOUT
+                self.settings.platform_webhook_url, data=raw, headers=headers, timeout=timeout
             )
             if 200 <= answer.status_code < 300:
                 return True

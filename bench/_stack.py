@@ -88,9 +88,10 @@ class TenantProcess:
 class Stack:
     """The whole product locally; ``base`` is the function host, ``platform`` the simulator."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, worker_processes: int = 1) -> None:
         self.state = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+        self.worker_processes = worker_processes
 
     def start(self) -> Stack:
         self.azurite = Azurite().start()
@@ -110,6 +111,7 @@ class Stack:
             "PLATFORM_WEBHOOK_URL": self.platform.webhook_url,
             "PUBLIC_BASE_URL": self.base,
             "FUNCTIONS_KEY": KEY,
+            "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.worker_processes),
         }
         self.log = self.state / "devhost.log"
         self.host = subprocess.Popen(

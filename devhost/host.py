@@ -7,10 +7,12 @@ import importlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +44,10 @@ from sync_core.store.queues import QueueStore
 
 # How long shutdown waits for running invocations.
 SHUTDOWN_GRACE = 5.0
+# Like the Functions host's setting: more Python worker processes, so queue work is not held to
+# one core by the GIL. Extra workers only take queue work; HTTP and timers stay in the first.
+WORKER_PROCESS_COUNT = "FUNCTIONS_WORKER_PROCESS_COUNT"
+MAX_WORKER_PROCESSES = 10
 
 
 class _Formatter(logging.Formatter):
@@ -78,7 +84,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--root", default=".", help="folder with host.json and local.settings.json (default: cwd)"
     )
+    parser.add_argument("--queue-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def worker_process_count() -> int:
+    raw = os.environ.get(WORKER_PROCESS_COUNT, "").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKER_PROCESSES:
+        raise ConfigError(
+            WORKER_PROCESS_COUNT, f"must be a whole number from 1 to {MAX_WORKER_PROCESSES}"
+        )
+    return int(raw)
+
+
+def start_queue_workers(args: argparse.Namespace, count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` more processes that run the queue triggers only (competing consumers)."""
+    command = [sys.executable, "-m", "devhost", "--queue-worker", "--root", args.root]
+    return [subprocess.Popen([*command, "--app", args.app]) for _ in range(count)]
+
+
+def stop_queue_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + SHUTDOWN_GRACE + 2
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def load_environment(root: Path) -> Settings:
@@ -174,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         check_connections(functions)
         timers = resolve_timers(functions)
         routes = build_routes(functions)
+        processes = worker_process_count()
     except (ConfigError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -192,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             return stores[connection]
 
     invoker = Invoker(store, InFlight())
+    if args.queue_worker:
+        return serve_queues(functions, config, store, invoker)
     try:
         server = DevServer(
             (args.host, args.port),
@@ -227,12 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     serving.start()
     for worker in workers:
         worker.start()
-    print(f"Host started: {base}", flush=True)
+    helpers = start_queue_workers(args, processes - 1)
+    extra = f" ({processes} worker processes)" if processes > 1 else ""
+    print(f"Host started: {base}{extra}", flush=True)
 
     while not stop.wait(0.5):
         pass
 
     print("Stopping...", flush=True)
+    stop_queue_workers(helpers)
     server.stopping = True
     server.shutdown()
     server.server_close()
@@ -245,4 +284,34 @@ def main(argv: list[str] | None = None) -> int:
         )
     invoker.close()
     print("Host stopped.", flush=True)
+    return 0
+
+
+def serve_queues(
+    functions: list[Function],
+    config: HostConfig,
+    store: Callable[[str], QueueStore],
+    invoker: Invoker,
+) -> int:
+    """An extra worker process: the queue triggers only, until stopped or orphaned."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    parent = os.getppid()
+    pollers = [
+        QueuePoller(fn, store(fn.connection), config.queues, invoker, stop)
+        for fn in functions
+        if fn.kind == "queue"
+    ]
+    for poller in pollers:
+        poller.start()
+    print(f"Queue worker {os.getpid()} started", flush=True)
+    while not stop.wait(0.5):
+        if os.getppid() != parent:  # the host is gone: do not keep taking work
+            stop.set()
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    for poller in pollers:
+        poller.join(timeout=max(0.0, deadline - time.monotonic()))
+    invoker.inflight.wait_idle(max(0.0, deadline - time.monotonic()))
+    invoker.close()
     return 0

@@ -90,12 +90,15 @@ def nightly(timer: func.TimerRequest) -> None:
 @app.queue_trigger(arg_name="message", queue_name="sample-in", connection=CONNECTION)
 @app.queue_output(arg_name="consumed", queue_name="sample-consumed", connection=CONNECTION)
 def consume(message: func.QueueMessage, consumed: func.Out[str]) -> None:
+    if message.get_body().startswith(b"slow"):
+        time.sleep(0.2)
     consumed.set(
         json.dumps(
             {
                 "body": message.get_body().decode("utf-8"),
                 "id": message.id,
                 "dequeue_count": message.dequeue_count,
+                "pid": os.getpid(),
             }
         )
     )

@@ -333,6 +333,24 @@ def test_queue_message_is_consumed_and_deleted(start_host: StartHost, queues: Qu
     assert (records[1]["body"], records[1]["dequeue_count"]) == ("via-admin", 1)
 
 
+def test_worker_processes_share_the_queue_work(start_host: StartHost, queues: QueueStore) -> None:
+    host = start_host(FUNCTIONS_WORKER_PROCESS_COUNT="2")
+    assert "(2 worker processes)" in host.stdout
+    wait_until(lambda: "Queue worker" in host.stdout, 15, "the queue worker to start")
+    sent = [f"slow-{i}" for i in range(40)]
+    for body in sent:
+        queues.queue("sample-in").send_message(encode_message(body))
+    consumed = [json.loads(decoded(c)) for c in wait_for_messages(queues, "sample-consumed", 32)]
+    wait_until(lambda: queues.depth("sample-in") == 0, 15, "sample-in to be empty")
+    pids = {r["pid"] for r in consumed}
+    assert host.process.pid in pids and len(pids) == 2  # the host and one queue worker
+
+    host.terminate()
+    (worker,) = pids - {host.process.pid}
+    wait_until(lambda: not Path(f"/proc/{worker}").exists(), 10, "the queue worker to stop")
+    assert "Host stopped." in host.stdout
+
+
 def test_failing_message_goes_to_poison_after_max_dequeue_count(
     start_host: StartHost, queues: QueueStore
 ) -> None:
@@ -379,8 +397,9 @@ def test_signal_stops_after_in_flight_work(start_host: StartHost, signum: int) -
         ({"SYNC_WINDOW_DAYS": "abc"}, "SYNC_WINDOW_DAYS"),
         ({"SAMPLE_SCHEDULE": None}, "SAMPLE_SCHEDULE"),
         ({"SAMPLE_SCHEDULE": "every minute"}, "SAMPLE_SCHEDULE"),
+        ({"FUNCTIONS_WORKER_PROCESS_COUNT": "11"}, "FUNCTIONS_WORKER_PROCESS_COUNT"),
     ],
-    ids=["missing", "malformed", "missing-schedule", "bad-schedule"],
+    ids=["missing", "malformed", "missing-schedule", "bad-schedule", "bad-worker-count"],
 )
 def test_config_error_is_one_line_and_exit_2(
     start_host: StartHost, overrides: dict[str, str | None], setting: str

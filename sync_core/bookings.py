@@ -87,13 +87,12 @@ def apply(svc: Services, message: dict[str, Any]) -> None:
     """Converge the calendar to the booking's stored state (the ``apply_booking`` function)."""
     booking_id = str(message["booking_id"])
     attempt = int(message.get("attempt", 1))
-    stored = svc.bookings.get(booking_id)
+    stored, link = svc.both(lambda: svc.bookings.get(booking_id), lambda: svc.links.get(booking_id))
     if stored is None:
         log.warning("apply_booking: no stored state for booking %s", booking_id)
         return
     event = BookingEvent.model_validate(stored.event)
     booking = event.data
-    link = svc.links.get(booking_id)
     repair = bool(message.get("repair"))  # a person changed or deleted the projection in Outlook
     if repair and (link is None or link.state != "active"):
         return  # nothing of ours to restore (it was removed on purpose)
@@ -142,19 +141,22 @@ def _converge(
     prints = fingerprints(projection)
     if link is None or link.state == "removed":
         generation = (link.generation + 1) if link else 1
-        link = svc.links.save(
-            Link(
-                booking_id=booking.id,
-                resource_id=booking.resource_id,
-                mailbox=target,
-                generation=generation,
-                transaction_id=transaction_id(booking.id, target, generation),
-                state="pending",
-                applied_version=link.applied_version if link else 0,
-                etag=link.etag if link else None,
-            )
+        pending = Link(
+            booking_id=booking.id,
+            resource_id=booking.resource_id,
+            mailbox=target,
+            generation=generation,
+            transaction_id=transaction_id(booking.id, target, generation),
+            state="pending",
+            applied_version=link.applied_version if link else 0,
+            etag=link.etag if link else None,
         )
-        svc.links.index(target, link.transaction_id, booking.id)
+        # Both before Graph is called, so a crash or a concurrent mailbox read finds the create.
+        saved, _ = svc.both(
+            lambda: svc.links.save(pending),
+            lambda: svc.links.index(target, pending.transaction_id, booking.id),
+        )
+        link = saved
         written = svc.graph.create_event(
             target, creation_body(projection, booking.id, link.transaction_id)
         )

@@ -260,7 +260,9 @@ def _apply_round(
     mailbox = mapping.mailbox
     stored = svc.blockers.for_mailbox(mailbox)
     digests = {bid: b.content_hash for bid, b in stored.items()}
-    projections = svc.links.projections(mailbox)
+    # What this service had written before the read: only a full read needs it (to find
+    # projections that are gone); each page reads the index again anyway.
+    projections = svc.links.projections(mailbox) if link is None else {}
     counts = {"upserted": 0, "deleted": 0, "restored": 0}
     seen: set[str] = set()  # blocker ids a full read found
     shown: set[str] = set()  # event ids a full read found

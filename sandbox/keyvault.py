@@ -40,6 +40,7 @@ import jwt
 
 from sandbox import timeutil
 from sandbox.limits import Faults
+from sandbox.login import unknown_identity
 from sandbox.state import Tenant
 from sandbox.tokens import TokenIssuer
 from sandbox.web import Request, Response, link
@@ -238,21 +239,10 @@ class KeyVault:
 
     def managed_identity_token(self, request: Request) -> Response:
         client_id = request.query.get("client_id") or request.query.get("clientid") or ""
+        identity = self.tenant.managed_identity(client_id)
+        if identity is None:
+            return unknown_identity(request, client_id)
         with self.tenant.lock:
-            identities = list(self.tenant.identities.values())
-            identity = self.tenant.identities.get(client_id) if client_id else None
-            if identity is None and not client_id and len(identities) == 1:
-                identity = identities[0]
-            if identity is None:
-                return Response.json(
-                    400,
-                    {
-                        "statusCode": 400,
-                        "message": "No managed identity found for the specified client_id "
-                        f"'{client_id}'.",
-                        "correlationId": request.request_id,
-                    },
-                )
             tid = self.tenant.tenant_id
             lifetime = 86_400
             token = self.issuer.sign(

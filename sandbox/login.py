@@ -381,21 +381,10 @@ class Login:
         """App Service's managed identity endpoint (api-version 2019-08-01) for the sandbox."""
         resource = request.query.get("resource", "")
         client_id = request.query.get("client_id") or request.query.get("clientid") or ""
+        identity = self.tenant.managed_identity(client_id)
+        if identity is None:
+            return unknown_identity(request, client_id)
         with self.tenant.lock:
-            identities = list(self.tenant.identities.values())
-            identity = self.tenant.identities.get(client_id) if client_id else None
-            if identity is None and not client_id and len(identities) == 1:
-                identity = identities[0]
-            if identity is None:
-                return Response.json(
-                    400,
-                    {
-                        "statusCode": 400,
-                        "message": "No managed identity found for the specified client_id "
-                        f"'{client_id}'.",
-                        "correlationId": request.request_id,
-                    },
-                )
             if resource.rstrip("/") not in (
                 defaults.TOKEN_EXCHANGE_AUDIENCE,
                 "fb60f99c-7a34-4190-8149-302f77469936",
@@ -447,3 +436,15 @@ def _thumb_hex(value: str) -> str:
         return base64.urlsafe_b64decode(padded).hex().upper()
     except ValueError:
         return value
+
+
+def unknown_identity(request: Request, client_id: str) -> Response:
+    """App Service's answer when no managed identity matches the request."""
+    return Response.json(
+        400,
+        {
+            "statusCode": 400,
+            "message": f"No managed identity found for the specified client_id '{client_id}'.",
+            "correlationId": request.request_id,
+        },
+    )

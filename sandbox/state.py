@@ -396,6 +396,15 @@ class Tenant:
                 if mailbox.address.lower() in room_list.rooms:
                     room_list.rooms.remove(mailbox.address.lower())
 
+    def managed_identity(self, client_id: str) -> ManagedIdentity | None:
+        """The identity a managed identity token request names; without a client id, the only
+        one there is (as App Service picks the system-assigned identity)."""
+        with self.lock:
+            if client_id:
+                return self.identities.get(client_id)
+            identities = list(self.identities.values())
+            return identities[0] if len(identities) == 1 else None
+
     def lookup(self, key: str) -> Mailbox | None:
         """A mailbox by id or address (case-insensitive)."""
         return self.mailboxes_by_id.get(key) or self.mailboxes.get(key.lower())

@@ -28,7 +28,6 @@ from sync_core.problems import (
     Problem,
     ValidationFailed,
 )
-from sync_core.store.history import Outcome
 from sync_core.store.mappings import Mapping, MappingRepository, Privacy, now
 from sync_core.store.tables import ConflictError, NotFoundError
 from sync_core.validation import check_identifier, normalize_mailbox, parse_model
@@ -106,21 +105,6 @@ def problem_for(error: GraphError, mailbox: str | None = None) -> GraphProblem:
     if mailbox is not None and error.kind in MAILBOX_KINDS:
         return MailboxUnreachable(error.to_json(), mailbox)
     return GraphProblem(error.to_json())
-
-
-# -- history ---------------------------------------------------------------------------------------
-
-
-def record(
-    svc: Services,
-    resource_id: str | None,
-    action: str,
-    subject: str,
-    outcome: Outcome,
-    detail: str = "",
-    error: dict[str, Any] | None = None,
-) -> None:
-    svc.history.add(resource_id, action, subject, outcome, detail, error)
 
 
 # -- mappings --------------------------------------------------------------------------------------
@@ -249,7 +233,9 @@ def check_mailbox(svc: Services, mailbox: str, resource_id: str | None = None) -
         svc.graph.check_mailbox(mailbox)
     except GraphError as error:
         error.mailbox = error.mailbox or mailbox
-        record(svc, resource_id, "mapping.check", mailbox, "failed", error.message, error.to_json())
+        svc.history.add(
+            resource_id, "mapping.check", mailbox, "failed", error.message, error.to_json()
+        )
         if resource_id is not None:
             current = svc.mappings.get(resource_id)
             if current is not None and current.mailbox == mailbox:
@@ -310,7 +296,7 @@ def save_mapping(
     queued = queue_bookings(svc, booking_ids, progress or _no_progress) if catch_up else 0
     if queued:
         detail += f"; {queued} booking(s) re-applied"
-    record(svc, resource_id, action, mapping.mailbox, "ok", detail)
+    svc.history.add(resource_id, action, mapping.mailbox, "ok", detail)
     return replace(result, warnings=warnings, bookings_queued=queued)
 
 
@@ -361,8 +347,7 @@ def activate(svc: Services, result: PutResult) -> PutResult:
             subscriptions.remove(svc, mapping.mailbox)
     except GraphError as error:
         svc.health.failure(mapping.resource_id, error.to_json())
-        record(
-            svc,
+        svc.history.add(
             mapping.resource_id,
             "subscription.ensure" if mapping.enabled else "subscription.remove",
             mapping.mailbox,
@@ -434,8 +419,8 @@ def remove_mapping(
         try:
             _delete_projections(svc, resource_id, counts, report)
         except GraphError as error:
-            record(
-                svc, resource_id, "mapping.purge", mapping.mailbox, "failed",
+            svc.history.add(
+                resource_id, "mapping.purge", mapping.mailbox, "failed",
                 f"stopped after deleting {counts.deleted_events} event(s): {error.message}",
                 error.to_json(),
             )  # fmt: skip
@@ -454,10 +439,10 @@ def remove_mapping(
         deactivate(svc, mapping)
     svc.health.clear(resource_id)
     if counts is None:
-        record(svc, resource_id, "mapping.delete", mapping.mailbox, "ok", "entries kept")
+        svc.history.add(resource_id, "mapping.delete", mapping.mailbox, "ok", "entries kept")
     else:
-        record(
-            svc, resource_id, "mapping.purge", mapping.mailbox, "ok",
+        svc.history.add(
+            resource_id, "mapping.purge", mapping.mailbox, "ok",
             f"deleted {counts.deleted_events} event(s) ({counts.already_gone} already gone) "
             f"and {counts.deleted_blockers} blocker(s)",
         )  # fmt: skip
@@ -548,15 +533,15 @@ def resync(svc: Services, resource_id: str, *, progress: Progress | None = None)
         subscription = ensure_live_subscription(svc, mapping)
     except GraphError as error:
         svc.health.failure(resource_id, error.to_json())
-        record(
-            svc, resource_id, "mapping.resync", mapping.mailbox, "failed",
+        svc.history.add(
+            resource_id, "mapping.resync", mapping.mailbox, "failed",
             error.message, error.to_json(),
         )  # fmt: skip
         raise problem_for(error, mapping.mailbox) from None
     svc.queues.send(SYNC_MAILBOX, {"mailbox": mapping.mailbox, "full": True})
     queued = queue_bookings(svc, bookings_to_reapply(svc, resource_id), report)
-    record(
-        svc, resource_id, "mapping.resync", mapping.mailbox, "ok",
+    svc.history.add(
+        resource_id, "mapping.resync", mapping.mailbox, "ok",
         f"subscription {subscription}; full read queued; {queued} booking(s) re-applied",
     )  # fmt: skip
     return ResyncReport(resource_id, mapping.mailbox, subscription, 1, queued)

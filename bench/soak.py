@@ -98,6 +98,17 @@ class SoakResult:
             f"elapsed={self.elapsed:.1f}s {counts}"
         )
 
+    def report(self) -> str:
+        """The summary, then every lost, duplicated or stale item on a line of its own."""
+        lines = [self.summary()]
+        for label, items in (
+            ("lost", self.lost),
+            ("duplicated", self.duplicated),
+            ("stale", self.stale),
+        ):
+            lines += [f"  {label}: {item}" for item in items]
+        return "\n".join(lines)
+
 
 class Host:
     """`python -m devhost` on a fixed port, so Graph's notification URLs survive a restart."""
@@ -530,14 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         platform.stop()
         tenant.stop()
-    print(result.summary())
-    for label, items in (
-        ("lost", result.lost),
-        ("duplicated", result.duplicated),
-        ("stale", result.stale),
-    ):
-        for item in items:
-            print(f"  {label}: {item}")
+    print(result.report())
     bad = result.lost or result.duplicated or result.stale or result.poison
     return 1 if bad else 0
 

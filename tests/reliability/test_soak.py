@@ -40,14 +40,7 @@ def test_fault_soak(
     print(f"\nsoak seed={seed} (rerun with SOAK_SEED={seed})")
     config = SoakConfig(seed=seed, bookings=12, person_events=4)
     result = Soak(tenant.control, tenant_env, platform, tmp_path, config, FUNCTION_KEY).run()
-    print(result.summary())
-    for label, items in (
-        ("lost", result.lost),
-        ("duplicated", result.duplicated),
-        ("stale", result.stale),
-    ):
-        for item in items:
-            print(f"  {label}: {item}")
+    print(result.report())
     counts = result.counts
     # The soak really did what it claims: faults, kills, restarts, reorderings and duplicates.
     assert counts["worker_kills"] == 1 and counts["azurite_restarts"] == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -143,10 +142,11 @@ def renew_all(svc: Services) -> RenewalReport:
     subscription; otherwise only the few due ones (new since, or failed last time) are.
     """
     report = RenewalReport()
-    with ThreadPoolExecutor(1) as pool:  # both lists are read at once
-        mappings = pool.submit(lambda: list(svc.mappings.all(enabled_only=True)))
-        records = {r.mailbox: r for r in svc.subscriptions.all()}
-        active = {m.mailbox: m for m in mappings.result()}
+    mappings, stored = svc.both(
+        lambda: list(svc.mappings.all(enabled_only=True)), svc.subscriptions.all
+    )
+    active = {m.mailbox: m for m in mappings}
+    records = {r.mailbox: r for r in stored}
     kept: list[SubscriptionRecord] = []  # rows not renewed by this pass
 
     for mailbox, record in records.items():

@@ -130,6 +130,16 @@ class LocalHost:
             time.sleep(0.05)
         return self
 
+    def map(self, resource_id: str, mailbox: str, privacy: str | None = "full") -> None:
+        """Map a resource through the admin API (which also subscribes to the mailbox)."""
+        body = {"mailbox": mailbox} | ({"privacy": privacy} if privacy else {})
+        requests.put(
+            f"{self.base}/api/admin/mappings/{resource_id}",
+            json=body,
+            headers=KEY_HEADER,
+            timeout=30,
+        ).raise_for_status()
+
     def stop(self) -> str:
 
         if self.process.poll() is None:
@@ -201,13 +211,8 @@ def stack(
     }
     host = LocalHost(env).wait_ready()
     platform.product_url = host.base
-    for resource, mailbox in (("room-42", ROOM_A), ("room-43", ROOM_B)):  # privacy: full
-        requests.put(
-            f"{host.base}/api/admin/mappings/{resource}",
-            json={"mailbox": mailbox, "privacy": "full"},
-            headers=KEY_HEADER,
-            timeout=10,
-        ).raise_for_status()
+    host.map("room-42", ROOM_A)
+    host.map("room-43", ROOM_B)
     yield host, platform, tenant
     host.stop()
 

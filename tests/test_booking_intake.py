@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from azure.data.tables import TableServiceClient
 
 from sandbox.platform import PlatformSim
-from tests.conftest import KEY_HEADER, LocalHost
+from tests.conftest import LocalHost
 
 SECOND_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -31,12 +30,7 @@ def platform(settings_env: dict[str, str]) -> Iterator[PlatformSim]:
 @pytest.fixture
 def product(function_host: LocalHost, platform: PlatformSim) -> PlatformSim:
     platform.product_url = function_host.base
-    requests.put(
-        f"{function_host.base}/api/admin/mappings/room-42",
-        json={"mailbox": "room.berlin@contoso.example"},
-        headers=KEY_HEADER,
-        timeout=10,
-    ).raise_for_status()
+    function_host.map("room-42", "room.berlin@contoso.example", privacy=None)
     return platform
 
 

@@ -41,12 +41,7 @@ def rotating_stack(
     host = LocalHost(env).wait_ready()
     platform.product_url = host.base
     try:
-        requests.put(
-            f"{host.base}/api/admin/mappings/room-42",
-            json={"mailbox": ROOM_A, "privacy": "full"},
-            headers=KEY_HEADER,
-            timeout=30,
-        ).raise_for_status()
+        host.map("room-42", ROOM_A)
         yield host, old
     finally:
         host.stop()

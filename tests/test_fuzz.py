@@ -248,12 +248,7 @@ def world(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
     host = LocalHost(tenant_env | {"FUNCTIONS_KEY": FUNCTION_KEY}).wait_ready()
     try:
-        requests.put(
-            f"{host.base}/api/admin/mappings/{MAPPED}",
-            json={"mailbox": ROOM_A, "privacy": "full"},
-            headers=KEY_HEADER,
-            timeout=20,
-        ).raise_for_status()
+        host.map(MAPPED, ROOM_A)
         storage = tenant_env["AzureWebJobsStorage"]
         # Let the initial sync finish, so the queues are empty before fuzzing.
         deadline = time.monotonic() + 20

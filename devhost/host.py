@@ -254,11 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     workers: list[threading.Thread] = [TimerThread(t.fn, t.schedule, invoker, stop) for t in timers]
-    workers += [
-        QueuePoller(fn, store(fn.connection), config.queues, invoker, stop)
-        for fn in functions
-        if fn.kind == "queue"
-    ]
+    workers += queue_pollers(functions, config, store, invoker, stop)
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     for worker in workers:
@@ -287,6 +283,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def queue_pollers(
+    functions: list[Function],
+    config: HostConfig,
+    store: Callable[[str], QueueStore],
+    invoker: Invoker,
+    stop: threading.Event,
+) -> list[QueuePoller]:
+    return [
+        QueuePoller(fn, store(fn.connection), config.queues, invoker, stop)
+        for fn in functions
+        if fn.kind == "queue"
+    ]
+
+
 def serve_queues(
     functions: list[Function],
     config: HostConfig,
@@ -298,11 +308,7 @@ def serve_queues(
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     parent = os.getppid()
-    pollers = [
-        QueuePoller(fn, store(fn.connection), config.queues, invoker, stop)
-        for fn in functions
-        if fn.kind == "queue"
-    ]
+    pollers = queue_pollers(functions, config, store, invoker, stop)
     for poller in pollers:
         poller.start()
     print(f"Queue worker {os.getpid()} started", flush=True)

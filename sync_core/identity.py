@@ -1,4 +1,4 @@
-"""Credentials and HTTP transport for Azure's own services (Table Storage, queues, Key Vault).
+"""Credentials for Azure's own services, and the pooled HTTP session of the outbound clients.
 
 Imported lazily: local runs use connection strings and never load azure-identity.
 """
@@ -23,6 +23,11 @@ def azure_credential(client_id: str | None) -> Any:
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 
+def uses_proxy() -> bool:
+    """Whether the environment names a proxy (which only requests knows how to use)."""
+    return any(name.lower() in _PROXY_SETTINGS for name in os.environ)
+
+
 def pooled_session(pool_size: int = 32) -> requests.Session:
     """A session whose connection pool fits the worker threads (requests keeps 10).
 
@@ -37,14 +42,7 @@ def pooled_session(pool_size: int = 32) -> requests.Session:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    if not any(name.lower() in _PROXY_SETTINGS for name in os.environ):
+    if not uses_proxy():
         session.trust_env = False
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
     return session
-
-
-def pooled_transport(pool_size: int = 64) -> Any:
-    """The Azure SDKs' HTTP transport over a :func:`pooled_session`."""
-    from azure.core.pipeline.transport import RequestsTransport
-
-    return RequestsTransport(session=pooled_session(pool_size), session_owner=False)

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from sync_core.config import StorageSettings
-from sync_core.identity import pooled_transport
+from sync_core.store.transport import storage_transport
 
 if TYPE_CHECKING:  # the SDK loads when a queue is first used, not when the app is indexed
     from azure.storage.queue import QueueClient, QueueServiceClient
@@ -57,7 +57,7 @@ class QueueStore:
         if storage.connection_string:
             return cls(
                 QueueServiceClient.from_connection_string(
-                    storage.connection_string, transport=pooled_transport()
+                    storage.connection_string, transport=storage_transport()
                 )
             )
         from sync_core.identity import azure_credential
@@ -65,7 +65,9 @@ class QueueStore:
         assert storage.queue_endpoint
         return cls(
             QueueServiceClient(
-                storage.queue_endpoint, credential=azure_credential(storage.client_id)
+                storage.queue_endpoint,
+                credential=azure_credential(storage.client_id),
+                transport=storage_transport(),
             )
         )
 

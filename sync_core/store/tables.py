@@ -27,7 +27,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from sync_core.config import StorageSettings
-from sync_core.identity import pooled_transport
+from sync_core.store.transport import storage_transport
 
 Entity = dict[str, Any]
 BATCH_LIMIT = 100  # entities per transaction, all in one partition
@@ -98,7 +98,7 @@ class TableStore:
         if storage.connection_string:
             return cls(
                 TableServiceClient.from_connection_string(
-                    storage.connection_string, transport=pooled_transport()
+                    storage.connection_string, transport=storage_transport()
                 )
             )
         from sync_core.identity import azure_credential
@@ -106,7 +106,9 @@ class TableStore:
         assert storage.table_endpoint
         return cls(
             TableServiceClient(
-                storage.table_endpoint, credential=azure_credential(storage.client_id)
+                storage.table_endpoint,
+                credential=azure_credential(storage.client_id),
+                transport=storage_transport(),
             )
         )
 

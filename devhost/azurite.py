@@ -88,6 +88,8 @@ class Azurite:
             args += ["--location", str(self.location)]
         else:
             args.append("--inMemoryPersistence")
+        if not self.log:
+            args.append("--silent")  # no access log to format when nobody keeps it
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout

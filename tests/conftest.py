@@ -21,7 +21,7 @@ from azure.storage.queue import QueueServiceClient
 from devhost.azurite import Azurite, free_port, port_open
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
-from sync_core.config import Settings, load_settings
+from sync_core.config import Settings, StorageSettings, load_settings
 from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
@@ -56,12 +56,12 @@ def storage(azurite: Azurite) -> str:
 
 @pytest.fixture
 def tables(storage: str) -> TableStore:
-    return TableStore(TableServiceClient.from_connection_string(storage))
+    return TableStore.from_settings(StorageSettings(connection_string=storage))
 
 
 @pytest.fixture
 def queues(storage: str) -> QueueStore:
-    return QueueStore(QueueServiceClient.from_connection_string(storage))
+    return QueueStore.from_settings(StorageSettings(connection_string=storage))
 
 
 def example_settings() -> dict[str, str]:

@@ -26,6 +26,7 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.transport import HttpTransport
+from azure.core.rest import HttpRequest, HttpResponse
 
 # The http.client-backed response of azure.core.rest; azure-core is pinned (requirements.txt)
 # and tests/test_storage_transport.py runs the tables and queue clients over this transport.
@@ -36,7 +37,7 @@ from sync_core.identity import uses_proxy
 _Key = tuple[str, str, int]
 
 
-class StorageTransport(HttpTransport):  # type: ignore[misc]
+class StorageTransport(HttpTransport[HttpRequest, HttpResponse]):
     """Keeps up to ``max_idle`` idle connections per host; any number may be busy at once."""
 
     def __init__(self, max_idle: int = 64, **kwargs: Any) -> None:
@@ -62,7 +63,7 @@ class StorageTransport(HttpTransport):  # type: ignore[misc]
             for connection in connections:
                 connection.close()
 
-    def send(self, request: Any, **kwargs: Any) -> Any:
+    def send(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         """Send an ``azure.core.rest.HttpRequest`` (what the tables and queue clients build)."""
         url = urlsplit(request.url)
         key: _Key = (
@@ -103,7 +104,9 @@ class StorageTransport(HttpTransport):  # type: ignore[misc]
         else:
             self._give_back(key, connection)
 
-        response = RestHttpClientTransportResponse(request=request, internal_response=raw)
+        response = RestHttpClientTransportResponse(  # type: ignore[no-untyped-call]
+            request=request, internal_response=raw
+        )
         response._content = content
         return response
 

@@ -106,7 +106,7 @@ def booking_events(req: func.HttpRequest) -> func.HttpResponse:
     arg_name="msg", queue_name=queues.APPLY_BOOKING, connection="AzureWebJobsStorage"
 )
 def apply_booking(msg: func.QueueMessage) -> None:
-    bookings.apply(services(), json.loads(msg.get_body()))
+    bookings.apply(services(), json.loads(msg.get_body()), redelivered=(msg.dequeue_count or 1) > 1)
 
 
 @app.function_name("deliver")

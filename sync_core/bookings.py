@@ -1,9 +1,10 @@
 """Platform → Microsoft 365: signed booking events in, the booking's calendar event converged.
 
 ``receive`` answers ``POST /api/bookings/events``: it verifies, validates, stores the newest state
-of the booking and queues its id. ``apply`` (the ``apply_booking`` queue function) reads that
-state and converges Outlook to it: create, patch only what changed, delete, or move. It is
-idempotent: running it twice, late, or after a crash leaves exactly one event per booking.
+of the booking and queues its id (with the event, when it fits). ``apply`` (the ``apply_booking``
+queue function) converges Outlook to that state: create, patch only what changed, delete, or
+move. It is idempotent: running it twice, late, or after a crash leaves exactly one event per
+booking.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from sync_core.web import Request, Response, json_response
 
 log = logging.getLogger(__name__)
 
+# The largest event sent along with its apply_booking message; larger ones are read back.
+CARRIED_EVENT_BYTES = 32 * 1024
+
 
 # -- intake -------------------------------------------------------------------------------------
 
@@ -63,8 +67,11 @@ def receive(svc: Services, request: Request) -> Response:
         # A booking moved away from a mapped resource must still leave its old calendar.
         if mapping is None and svc.links.get(booking.id) is None:
             return json_response(200, {"status": "ignored", "reason": "resource not mapped"})
-        svc.bookings.save_if_newer(booking.id, booking.version, event.model_dump(mode="json"))
-        svc.queues.send(APPLY_BOOKING, {"booking_id": booking.id, "attempt": 1})
+        body = event.model_dump(mode="json")
+        message: dict[str, Any] = {"booking_id": booking.id, "attempt": 1}
+        if svc.bookings.save_if_newer(booking.id, booking.version, body) and _fits(body):
+            message["event"] = body  # the first try need not read back what was just stored
+        svc.queues.send(APPLY_BOOKING, message)
         svc.seen.remember(webhook_id)
     except (StoreError, AzureError) as exc:
         # Not accepted: the platform gets a 5xx and sends the event again later.
@@ -83,15 +90,28 @@ class _Outcome:
     detail: str = ""
 
 
-def apply(svc: Services, message: dict[str, Any]) -> None:
-    """Converge the calendar to the booking's stored state (the ``apply_booking`` function)."""
+def apply(svc: Services, message: dict[str, Any], *, redelivered: bool = False) -> None:
+    """Converge the calendar to the booking's state (the ``apply_booking`` function).
+
+    The intake's message carries the event it stored, and its first delivery applies that. Any
+    other (a redelivery, a retry, a repair, a resync) reads the stored state, the newest
+    received. A carried event that a newer one overtook in the meantime is applied, and then
+    the newer one by its own message; one already overtaken in the calendar is skipped.
+    """
     booking_id = str(message["booking_id"])
     attempt = int(message.get("attempt", 1))
-    stored, link = svc.both(lambda: svc.bookings.get(booking_id), lambda: svc.links.get(booking_id))
-    if stored is None:
-        log.warning("apply_booking: no stored state for booking %s", booking_id)
-        return
-    event = BookingEvent.model_validate(stored.event)
+    carried = None if redelivered else message.get("event")
+    if carried is not None:
+        body, link = carried, svc.links.get(booking_id)
+    else:
+        stored, link = svc.both(
+            lambda: svc.bookings.get(booking_id), lambda: svc.links.get(booking_id)
+        )
+        if stored is None:
+            log.warning("apply_booking: no stored state for booking %s", booking_id)
+            return
+        body = stored.event
+    event = BookingEvent.model_validate(body)
     booking = event.data
     repair = bool(message.get("repair"))  # a person changed or deleted the projection in Outlook
     if repair and (link is None or link.state != "active"):
@@ -335,6 +355,8 @@ def _synced(svc: Services, booking: Booking, link: Link) -> None:
 def _failed(
     svc: Services, booking: Booking, error: GraphError, message: dict[str, Any], attempt: int
 ) -> None:
+    # Later tries read the stored state, which may have moved on since this event.
+    message = {name: value for name, value in message.items() if name != "event"}
     if error.retryable and attempt < svc.settings.retry_attempts:
         delay = max(
             int(error.retry_after or 0), retry_delay(svc.settings.retry_base_seconds, attempt)
@@ -357,6 +379,11 @@ def _failed(
         {"booking_id": booking.id, "version": booking.version, "error": error.to_json()},
         at_once=True,
     )
+
+
+def _fits(body: dict[str, Any]) -> bool:
+    """Whether an event can ride along in its queue message (64 KiB once base64-encoded)."""
+    return len(json.dumps(body, separators=(",", ":")).encode()) <= CARRIED_EVENT_BYTES
 
 
 def _iso(moment: datetime) -> str:

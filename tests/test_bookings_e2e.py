@@ -225,3 +225,53 @@ def test_a_crash_between_the_graph_write_and_the_link_write_leaves_one_event(
     link = svc.links.get(booking_id)
     assert link is not None and link.state == "active"
     assert link.event_id == ours(tenant, ROOM_A, booking_id)[0]["id"]
+
+
+def test_the_largest_booking_is_read_back_instead_of_carried(
+    stack: tuple[LocalHost, PlatformSim, Sandbox],
+) -> None:
+    _, platform, tenant = stack
+    notes = "Grüße " * 5_000  # 30,000 characters, over 32 KiB as JSON: too big for the message
+    event = platform.booking_event(resource_id="room-42", notes=notes)
+    assert platform.send_booking(event).status_code == 202
+    synced(platform, event["data"]["id"], 1)
+    (created,) = ours(tenant, ROOM_A, event["data"]["id"])
+    assert notes.strip() in str(created["body"])
+
+
+def test_a_carried_event_that_was_overtaken_still_converges(
+    tenant_env: dict[str, str],
+    tenant: Sandbox,
+    platform: PlatformSim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
+    env = tenant_env | {"PLATFORM_WEBHOOK_URL": platform.webhook_url}
+    svc = Services(load_settings(env, Path("/nonexistent")))
+    from sync_core import admin
+
+    admin.put_mapping(svc.mappings, "room-42", {"mailbox": ROOM_A})
+    first = platform.booking_event(resource_id="room-42", title="First")
+    booking_id = first["data"]["id"]
+    second = platform.booking_event(resource_id="room-42", id=booking_id, version=2, title="Second")
+    third = platform.booking_event(resource_id="room-42", id=booking_id, version=3, title="Third")
+    for event in (first, second):
+        svc.bookings.save_if_newer(booking_id, event["data"]["version"], event)
+
+    def subjects() -> list[str]:
+        return [e["subject"] for e in ours(tenant, ROOM_A, booking_id)]
+
+    # Version 1's message, delivered after version 2 was stored: version 1, then 2 by its own.
+    bookings.apply(svc, {"booking_id": booking_id, "attempt": 1, "event": first})
+    assert subjects() == ["First"]
+    bookings.apply(svc, {"booking_id": booking_id, "attempt": 1, "event": second})
+    assert subjects() == ["Second"]
+    tenant.control.clear_requests()
+    bookings.apply(svc, {"booking_id": booking_id, "attempt": 1, "event": first})
+    assert graph_writes(tenant, ROOM_A) == []  # already overtaken in the calendar: skipped
+    assert subjects() == ["Second"]
+
+    # A redelivered message reads the stored state, whatever it carries.
+    svc.bookings.save_if_newer(booking_id, 3, third)
+    bookings.apply(svc, {"booking_id": booking_id, "attempt": 1, "event": first}, redelivered=True)
+    assert subjects() == ["Third"]

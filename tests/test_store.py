@@ -11,7 +11,15 @@ import pytest
 from sync_core.store.blockers import Blocker, BlockerRepository
 from sync_core.store.mappings import Mapping, MappingRepository, now
 from sync_core.store.queues import QueueStore, decode_message, encode_message
-from sync_core.store.tables import ConflictError, NotFoundError, TableStore, decode_key, encode_key
+from sync_core.store.records import BookingStates
+from sync_core.store.tables import (
+    ConflictError,
+    Entity,
+    NotFoundError,
+    TableStore,
+    decode_key,
+    encode_key,
+)
 
 
 def mapping(resource_id: str, mailbox: str = "room@contoso.example") -> Mapping:
@@ -169,3 +177,29 @@ def test_the_conflict_mirror_sees_blockers_written_here_at_once(tables: TableSto
     )
     blockers.delete("a@contoso.example", "blk-1")
     assert blockers.overlapping("a@contoso.example", *span) == []
+
+
+def test_booking_states_keep_the_newest_version_across_instances(tables: TableStore) -> None:
+    here, elsewhere = BookingStates(tables), BookingStates(tables)  # two processes
+    reads: list[str] = []
+    get = tables.get
+
+    def counted_get(table: str, partition: str, row: str) -> Entity | None:
+        reads.append(row)
+        return get(table, partition, row)
+
+    tables.get = counted_get  # type: ignore[method-assign]
+    assert here.save_if_newer("b-1", 1, {"v": 1}) is True
+    assert here.save_if_newer("b-1", 2, {"v": 2}) is True
+    assert reads == []  # it replaced what it wrote itself, guarded by that ETag
+    assert elsewhere.save_if_newer("b-1", 4, {"v": 4}) is True
+    assert here.save_if_newer("b-1", 3, {"v": 3}) is False  # its ETag is stale: read, older
+    assert here.save_if_newer("b-1", 4, {"v": "again"}) is False
+    stored = here.get("b-1")
+    assert stored is not None
+    assert (stored.version, stored.event) == (4, {"v": 4})
+    assert here.save_if_newer("b-1", 5, {"v": 5}) is True
+    assert elsewhere.save_if_newer("b-1", 6, {"v": 6}) is True  # its own ETag is stale too
+    final = elsewhere.get("b-1")
+    assert final is not None
+    assert (final.version, final.event) == (6, {"v": 6})

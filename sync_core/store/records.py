@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,9 +109,14 @@ class BookingStates:
     """The newest state received for each booking. Older versions never overwrite newer ones."""
 
     TABLE = "bookings"
+    REMEMBERED = 10_000  # bookings whose last write this process keeps the ETag of
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
+        # booking id → (version, ETag) of this process's last write. A replace guarded by that
+        # ETag needs no read first; if anyone wrote since, it fails and the row is read.
+        self._written: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, booking_id: str) -> StoredBooking | None:
         entity = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
@@ -125,12 +131,15 @@ class BookingStates:
 
     def save_if_newer(self, booking_id: str, version: int, event: dict[str, Any]) -> bool:
         """Keep ``event`` if its version is newer than the stored one; False if it was not."""
-        current: Entity | None = None
+        with self._lock:
+            current = self._written.get(booking_id)
         for attempt in range(20):
-            # A first version is inserted without reading first; a later one replaces.
-            if attempt or version > 1:
-                current = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
-            if current is not None and int(current["Version"]) >= version:
+            # A first version is inserted without reading first; a later one replaces what this
+            # process wrote last, or else what a read finds.
+            if attempt or (version > 1 and (current is None or current[0] >= version)):
+                found = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
+                current = (int(found["Version"]), found["etag"]) if found else None
+            if current is not None and current[0] >= version:
                 return False
             entity: Entity = {
                 "PartitionKey": _spread(booking_id),
@@ -142,10 +151,18 @@ class BookingStates:
             put_text(entity, "Event", json.dumps(event, separators=(",", ":")))
             try:
                 if current is None:
-                    self.tables.insert(self.TABLE, entity)
+                    etag = self.tables.insert(self.TABLE, entity)
                 else:
-                    self.tables.replace(self.TABLE, entity, current["etag"])
-                return True
+                    etag = self.tables.replace(self.TABLE, entity, current[1])
             except (ConflictError, NotFoundError):
                 continue
+            self._remember(booking_id, version, etag)
+            return True
         raise ConflictError(f"bookings: {booking_id!r} is being written concurrently")
+
+    def _remember(self, booking_id: str, version: int, etag: str) -> None:
+        with self._lock:
+            self._written[booking_id] = (version, etag)
+            self._written.move_to_end(booking_id)
+            if len(self._written) > self.REMEMBERED:
+                self._written.popitem(last=False)

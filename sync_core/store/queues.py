@@ -14,7 +14,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from sync_core.config import StorageSettings
-from sync_core.store.transport import storage_transport
 
 if TYPE_CHECKING:  # the SDK loads when a queue is first used, not when the app is indexed
     from azure.storage.queue import QueueClient, QueueServiceClient
@@ -53,6 +52,8 @@ class QueueStore:
     @classmethod
     def from_settings(cls, storage: StorageSettings) -> QueueStore:
         from azure.storage.queue import QueueServiceClient
+
+        from sync_core.store.transport import storage_transport
 
         if storage.connection_string:
             return cls(

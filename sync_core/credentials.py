@@ -997,9 +997,9 @@ def _load_state(svc: Services) -> dict[str, Any]:
 
 
 def _save_state(svc: Services, state: dict[str, Any]) -> None:
-    entity = {k: v for k, v in state.items() if k not in ("etag", "timestamp")}
-    entity.update({"PartitionKey": _STATE_KEY[0], "RowKey": _STATE_KEY[1]})
-    svc.tables.upsert(STATE_TABLE, entity)
+    svc.tables.upsert(
+        STATE_TABLE, {**state, "PartitionKey": _STATE_KEY[0], "RowKey": _STATE_KEY[1]}
+    )
 
 
 def _record(

@@ -203,3 +203,17 @@ def test_booking_states_keep_the_newest_version_across_instances(tables: TableSt
     final = elsewhere.get("b-1")
     assert final is not None
     assert (final.version, final.event) == (6, {"v": 6})
+
+
+def test_an_entity_read_can_be_written_back(tables: TableStore) -> None:
+    tables.insert("things", {"PartitionKey": "p", "RowKey": "r", "Value": 1})
+    read = tables.get("things", "p", "r")
+    assert read is not None and read["etag"] and read["timestamp"]
+    tables.replace("things", {**read, "Value": 2}, read["etag"])
+    again = tables.get("things", "p", "r")
+    assert again is not None
+    tables.upsert("things", {**again, "Value": 3})
+    tables.upsert_many("things", [{**again, "RowKey": "copy"}])
+    for row, value in (("r", 3), ("copy", 2)):
+        raw = tables.table("things").get_entity("p", row)  # the stored properties only
+        assert dict(raw) == {"PartitionKey": "p", "RowKey": row, "Value": value}

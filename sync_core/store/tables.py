@@ -137,7 +137,7 @@ class TableStore:
     def insert(self, table: str, entity: Entity) -> str:
         """Create; :class:`ConflictError` if it exists. Returns the new ETag."""
         try:
-            return str(self.table(table).create_entity(entity)["etag"])
+            return str(self.table(table).create_entity(_writable(entity))["etag"])
         except ResourceExistsError:
             raise ConflictError(
                 f"{table}: an entry {entity['PartitionKey']}/{entity['RowKey']} already exists"
@@ -147,7 +147,7 @@ class TableStore:
         """Replace only if unchanged since ``etag`` was read; returns the new ETag."""
         try:
             result = self.table(table).update_entity(
-                entity,
+                _writable(entity),
                 mode=UpdateMode.REPLACE,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
@@ -165,6 +165,7 @@ class TableStore:
 
     def upsert(self, table: str, entity: Entity) -> str:
         """Write regardless of what is there (for records with a single writer)."""
+        entity = _writable(entity)
         return str(self.table(table).upsert_entity(entity, mode=UpdateMode.REPLACE)["etag"])
 
     def upsert_many(self, table: str, entities: list[Entity]) -> None:
@@ -180,7 +181,9 @@ class TableStore:
         ]
 
         def send(chunk: list[Entity]) -> None:
-            client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
+            client.submit_transaction(
+                [("upsert", _writable(e), {"mode": UpdateMode.REPLACE}) for e in chunk]
+            )
 
         with ThreadPoolExecutor(max_workers=min(4, len(chunks) or 1)) as pool:
             list(pool.map(send, chunks))
@@ -248,6 +251,9 @@ class TableStore:
             yield _plain(entity)
 
 
+_READ_ONLY = ("etag", "timestamp")
+
+
 def _plain(entity: Any) -> Entity:
     """A plain dict with the ETag under ``etag`` and the service's last-write time under
     ``timestamp`` (the SDK keeps both in metadata)."""
@@ -255,3 +261,10 @@ def _plain(entity: Any) -> Entity:
     plain["etag"] = entity.metadata["etag"]
     plain["timestamp"] = entity.metadata.get("timestamp")
     return plain
+
+
+def _writable(entity: Entity) -> Entity:
+    """An entity to write: without the keys :func:`_plain` adds, so a read can be written back."""
+    if not any(key in entity for key in _READ_ONLY):
+        return entity
+    return {key: value for key, value in entity.items() if key not in _READ_ONLY}

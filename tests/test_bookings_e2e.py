@@ -13,7 +13,7 @@ from azure.data.tables import TableClient
 
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
-from sync_core import bookings
+from sync_core import admin, bookings
 from sync_core.booking import BOOKING_PROPERTY_ID
 from sync_core.config import load_settings
 from sync_core.services import Services
@@ -190,18 +190,24 @@ def test_permanent_errors_are_reported_and_retryable_ones_land_once(
     assert len(ours(tenant, ROOM_A, throttled["data"]["id"])) == 1
 
 
+@pytest.fixture
+def svc(
+    tenant_env: dict[str, str], platform: PlatformSim, monkeypatch: pytest.MonkeyPatch
+) -> Services:
+    """The product's services called in this process (no host), with room-42 mapped to room A."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
+    env = tenant_env | {"PLATFORM_WEBHOOK_URL": platform.webhook_url}
+    svc = Services(load_settings(env, Path("/nonexistent")))
+    admin.put_mapping(svc.mappings, "room-42", {"mailbox": ROOM_A})
+    return svc
+
+
 def test_a_crash_between_the_graph_write_and_the_link_write_leaves_one_event(
-    tenant_env: dict[str, str],
+    svc: Services,
     tenant: Sandbox,
     platform: PlatformSim,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
-    env = tenant_env | {"PLATFORM_WEBHOOK_URL": platform.webhook_url}
-    svc = Services(load_settings(env, Path("/nonexistent")))
-    from sync_core import admin
-
-    admin.put_mapping(svc.mappings, "room-42", {"mailbox": ROOM_A})
     event = platform.booking_event(resource_id="room-42")
     booking_id = event["data"]["id"]
     svc.bookings.save_if_newer(booking_id, 1, event)
@@ -240,17 +246,10 @@ def test_the_largest_booking_is_read_back_instead_of_carried(
 
 
 def test_a_carried_event_that_was_overtaken_still_converges(
-    tenant_env: dict[str, str],
+    svc: Services,
     tenant: Sandbox,
     platform: PlatformSim,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
-    env = tenant_env | {"PLATFORM_WEBHOOK_URL": platform.webhook_url}
-    svc = Services(load_settings(env, Path("/nonexistent")))
-    from sync_core import admin
-
-    admin.put_mapping(svc.mappings, "room-42", {"mailbox": ROOM_A})
     first = platform.booking_event(resource_id="room-42", title="First")
     booking_id = first["data"]["id"]
     second = platform.booking_event(resource_id="room-42", id=booking_id, version=2, title="Second")

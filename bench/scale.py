@@ -32,7 +32,6 @@ from azure.data.tables import TableServiceClient  # noqa: E402
 
 from devhost.azurite import Azurite  # noqa: E402
 from sandbox import Sandbox, SandboxControl  # noqa: E402
-from sandbox.state import Subscription  # noqa: E402
 from sync_core import inbound, subscriptions  # noqa: E402
 from sync_core.config import load_settings  # noqa: E402
 from sync_core.services import Services  # noqa: E402
@@ -50,22 +49,15 @@ def serve_tenant(state: Path, conn: Connection) -> None:
     sandbox = Sandbox(state_dir=state, seed=False).start()
     conn.send(sandbox.env())
     urls, wanted, expiration = conn.recv()
-    tenant, now = sandbox.tenant, datetime.now(UTC)
     for i, (address, sub_id, client_state) in enumerate(wanted):
-        mailbox = tenant.add_mailbox(address, f"Room {i}", kind="room")
-        tenant.add_subscription(
-            Subscription(
-                id=sub_id,
-                app_id=sandbox.client_id,
-                resource=f"users/{address}/events",
-                mailbox_id=mailbox.id,
-                change_types=["created", "updated", "deleted"],
-                notification_url=urls[0],
-                lifecycle_url=urls[1],
-                expiration=expiration,
-                client_state=client_state,
-                created=now,
-            )
+        sandbox.tenant.add_mailbox(address, f"Room {i}", kind="room")
+        sandbox.tenant.subscribe(
+            address,
+            notification_url=urls[0],
+            lifecycle_url=urls[1],
+            expiration=expiration,
+            client_state=client_state,
+            subscription_id=sub_id,
         )
     conn.send("ready")
     conn.recv()

@@ -434,6 +434,36 @@ class Tenant:
                 subscription.id
             )
 
+    def subscribe(
+        self,
+        address: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str | None,
+        expiration: datetime,
+        client_state: str,
+        subscription_id: str | None = None,
+    ) -> Subscription:
+        """The app's subscription to ``address``'s events, put in place directly, as if
+        created through Graph (for tests and benches that need many, or odd expiries)."""
+        mailbox = self.lookup(address)
+        if mailbox is None:
+            raise KeyError(f"no mailbox {address}")
+        subscription = Subscription(
+            id=subscription_id or str(uuid.uuid4()),
+            app_id=self.default_client_id,
+            resource=f"users/{address}/events",
+            mailbox_id=mailbox.id,
+            change_types=["created", "updated", "deleted"],
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            expiration=expiration,
+            client_state=client_state,
+            created=timeutil.now(),
+        )
+        self.add_subscription(subscription)
+        return subscription
+
     def remove_subscription(self, subscription_id: str) -> Subscription | None:
         with self.lock:
             found = self.subscriptions.pop(subscription_id, None)

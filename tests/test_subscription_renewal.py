@@ -4,7 +4,6 @@ the pass did not renew keep their own expiry; later passes renew only what is du
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from sandbox import Sandbox
-from sandbox.state import Subscription
 from sync_core import subscriptions
 from sync_core.config import load_settings
 from sync_core.services import Services
@@ -35,26 +33,16 @@ def svc(tenant_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Services
 
 def subscribe(svc: Services, tenant: Sandbox, address: str, expires: datetime) -> str:
     """A mapping whose subscription Graph holds and this service recorded, until ``expires``."""
-    mailbox = tenant.tenant.lookup(address)
-    assert mailbox is not None
     now = datetime.now(UTC)
     resource = "res-" + address.split("@", maxsplit=1)[0]
     svc.mappings.create(Mapping(resource, address, "busy_only", True, now, now))
-    sub_id = str(uuid.uuid4())
-    tenant.tenant.add_subscription(
-        Subscription(
-            id=sub_id,
-            app_id=tenant.client_id,
-            resource=f"users/{address}/events",
-            mailbox_id=mailbox.id,
-            change_types=["created", "updated", "deleted"],
-            notification_url=svc.settings.notification_url,
-            lifecycle_url=svc.settings.lifecycle_url,
-            expiration=expires,
-            client_state="state",
-            created=now,
-        )
-    )
+    sub_id = tenant.tenant.subscribe(
+        address,
+        notification_url=svc.settings.notification_url,
+        lifecycle_url=svc.settings.lifecycle_url,
+        expiration=expires,
+        client_state="state",
+    ).id
     svc.subscriptions.save(SubscriptionRecord(address, resource, sub_id, "state", expires))
     return sub_id
 

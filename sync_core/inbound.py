@@ -31,6 +31,7 @@ from sync_core.store.blockers import Blocker
 from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import APPLY_BOOKING, SYNC_MAILBOX
+from sync_core.store.recent import Recent
 from sync_core.store.subscriptions import SubscriptionRecord
 from sync_core.web import Request, Response, json_response
 
@@ -85,25 +86,16 @@ class NotificationGate:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: dict[str, tuple[SubscriptionRecord, float]] = {}
+        self._records: Recent[str, SubscriptionRecord] = Recent(self.TTL)
         self._horizon: dict[str, datetime] = {}  # mailbox → horizon of the last queued read
         self._streak: dict[str, int] = {}  # mailbox → delayed reads queued in a row
 
     def record(
         self, svc: Services, subscription_id: str, fresh: bool = False
     ) -> SubscriptionRecord | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._records.get(subscription_id)
-        if cached is not None and not fresh and now - cached[1] < self.TTL:
-            return cached[0]
-        record = svc.subscriptions.by_id(subscription_id)
-        with self._lock:
-            if record is None:
-                self._records.pop(subscription_id, None)
-            else:
-                self._records[subscription_id] = (record, now)
-        return record
+        if fresh:
+            self._records.forget(subscription_id)
+        return self._records.get(subscription_id, lambda: svc.subscriptions.by_id(subscription_id))
 
     def queue_read(self, svc: Services, mailbox: str) -> bool:
         """Make sure a read of ``mailbox`` starting after now is queued; True if one was sent."""

@@ -1,5 +1,5 @@
-"""A per-process memory of recent reads, for the hot path's lookups that tolerate being a few
-seconds old. Writes made through the same repository forget the key at once; other instances'
+"""A per-process memory of recent reads, for hot-path lookups that tolerate being up to
+``max_age`` old. Writes made through the same owner forget the key at once; other instances'
 writes are seen after ``max_age`` at most."""
 
 from __future__ import annotations

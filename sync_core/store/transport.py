@@ -51,7 +51,7 @@ class StorageTransport(HttpTransport[HttpRequest, HttpResponse]):
         return self
 
     def __exit__(self, *args: Any) -> None:
-        """Shared by every client of the process: connections stay open for the next one."""
+        """Shared by the clients a service client makes: connections stay open for the next."""
 
     def open(self) -> None:
         """Connections open on first use."""
@@ -172,7 +172,7 @@ def _dropped(connection: HTTPConnection) -> bool:
 
 
 def storage_transport() -> Any:
-    """The transport every storage client of this process shares."""
+    """The transport of one storage service client and the table or queue clients it makes."""
     if uses_proxy():
         from azure.core.pipeline.transport import RequestsTransport
 

@@ -9,6 +9,7 @@ Graph request at all.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from sync_core.validation import MAX_ID_LENGTH, normalize_mailbox
+from sync_core.zones import graph_wall_time, windows_name
 
 # The extended property that marks events this service owns, and the namespace for transaction
 # ids. Both are fixed for the life of the product: changing them would orphan every projection.
@@ -109,6 +111,17 @@ class Booking(BaseModel):
     def end_value(self) -> datetime | date:
         return _moment(self.end, self.all_day, "end")
 
+    def calendar_span(self) -> tuple[datetime, datetime]:
+        """Where the booking's event sits in a calendar read: all-day events by their dates
+        (Outlook reads them back as midnight to midnight, whatever their zone), others by time."""
+        start, end = self.start_value(), self.end_value()
+        if isinstance(start, datetime) or isinstance(end, datetime):
+            return self.interval_utc()
+        return (
+            datetime.combine(start, datetime.min.time(), UTC),
+            datetime.combine(end, datetime.min.time(), UTC),
+        )
+
     def interval_utc(self) -> tuple[datetime, datetime]:
         """The booked time in UTC; all-day bookings run midnight to midnight in their zone."""
         start, end = self.start_value(), self.end_value()
@@ -179,29 +192,26 @@ def transaction_id(booking_id: str, mailbox: str, generation: int) -> str:
     return str(uuid.uuid5(TRANSACTION_NAMESPACE, f"{booking_id}\n{mailbox}\n{generation}"))
 
 
-def _graph_datetime(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def project(booking: Booking, *, category: str = "", invite_guests: bool = False) -> dict[str, Any]:
     """The Outlook event (Graph JSON) that represents ``booking``.
 
-    Timed bookings travel in UTC; all-day bookings are midnight to midnight in the booking's zone,
-    as Outlook requires. Guests become attendees only with ``invite_guests`` (Outlook then sends
+    Times are written in the Windows zone of the booking's zone (Graph refuses most IANA names,
+    and Outlook shows the zone it was written in); all-day bookings run midnight to midnight, as
+    Outlook requires. Guests become attendees only with ``invite_guests`` (Outlook then sends
     them invitations); otherwise they are listed in the body.
     """
     start, end = booking.start_value(), booking.end_value()
     if booking.all_day:
-        assert isinstance(start, date) and isinstance(end, date)
+        zone_name = windows_name(booking.time_zone)
         times = {
-            "start": {"dateTime": f"{start.isoformat()}T00:00:00", "timeZone": booking.time_zone},
-            "end": {"dateTime": f"{end.isoformat()}T00:00:00", "timeZone": booking.time_zone},
+            "start": {"dateTime": f"{start.isoformat()[:10]}T00:00:00", "timeZone": zone_name},
+            "end": {"dateTime": f"{end.isoformat()[:10]}T00:00:00", "timeZone": zone_name},
         }
     else:
-        utc_start, utc_end = booking.interval_utc()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
         times = {
-            "start": {"dateTime": _graph_datetime(utc_start), "timeZone": "UTC"},
-            "end": {"dateTime": _graph_datetime(utc_end), "timeZone": "UTC"},
+            "start": graph_wall_time(start, booking.time_zone),
+            "end": graph_wall_time(end, booking.time_zone),
         }
     lines = [booking.notes] if booking.notes else []
     if booking.organizer:
@@ -233,6 +243,35 @@ def project(booking: Booking, *, category: str = "", invite_guests: bool = False
         event["isOnlineMeeting"] = True
         event["onlineMeetingProvider"] = "teamsForBusiness"
     return event
+
+
+def meeting_blob(body_html: str, join_url: str | None) -> str:
+    """The online meeting block Outlook put in an event's HTML body ("" if there is none).
+
+    Graph keeps a meeting only while its block stays in the body (event update page: "preserve
+    the meeting blob for online meeting"). The block is the part from the ruler of underscores
+    that precedes the join link to the end of the body.
+    """
+    if not join_url:
+        return ""
+    lower = body_html.lower()
+    at = max(body_html.find(join_url), body_html.find(html.escape(join_url)))
+    if at < 0:
+        return ""
+    ruler = body_html.rfind("________", 0, at)
+    begin = lower.rfind("<div", 0, ruler if ruler >= 0 else at)
+    if begin < 0:
+        return ""
+    end = lower.find("</body>", at)
+    return body_html[begin : end if end >= 0 else len(body_html)]
+
+
+def body_keeping_meeting(body: dict[str, Any], blob: str) -> dict[str, Any]:
+    """``body`` (text) as HTML with the meeting block after it, so the meeting survives."""
+    if not blob:
+        return body
+    text = html.escape(str(body.get("content") or "")).replace("\n", "<br>\r\n")
+    return {"contentType": "html", "content": f"<html><body><div>{text}</div>{blob}</body></html>"}
 
 
 def creation_body(projection: dict[str, Any], booking_id: str, transaction: str) -> dict[str, Any]:

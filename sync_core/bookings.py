@@ -22,17 +22,19 @@ from sync_core.booking import (
     BOOKING_PROPERTY_ID,
     Booking,
     BookingEvent,
+    body_keeping_meeting,
     changed_fields,
     content_hash,
     creation_body,
     fingerprints,
+    meeting_blob,
     project,
     transaction_id,
 )
 from sync_core.graph import ErrorKind, GraphError
 from sync_core.platform import retry_delay
 from sync_core.problems import Unauthorized, Unavailable
-from sync_core.reconcile import observable_digest
+from sync_core.reconcile import drifted_fields, observable_digest
 from sync_core.services import Services
 from sync_core.store.history import Outcome
 from sync_core.store.links import ConflictError, Link
@@ -42,6 +44,12 @@ from sync_core.validation import parse_model
 from sync_core.web import Request, Response, json_response
 
 log = logging.getLogger(__name__)
+
+NO_TEAMS = {
+    "code": "online_meeting_unavailable",
+    "message": "no Teams meeting: this calendar does not offer Teams "
+    "(allowedOnlineMeetingProviders lacks teamsForBusiness; often an unlicensed room mailbox)",
+}
 
 # The largest event sent along with its apply_booking message; larger ones are read back.
 CARRIED_EVENT_BYTES = 32 * 1024
@@ -131,13 +139,16 @@ def apply(svc: Services, message: dict[str, Any], *, redelivered: bool = False) 
     except GraphError as error:
         _failed(svc, booking, error, message, attempt)
         return
+    if result is None:
+        return
     svc.health.success(booking.resource_id)
     svc.history.add(booking.resource_id, result.action, booking_id, result.outcome, result.detail)
 
 
 def _converge(
     svc: Services, booking: Booking, link: Link | None, target: str | None, *, repair: bool = False
-) -> _Outcome:
+) -> _Outcome | None:
+    """Make the calendar show ``booking``; None when it already did and nothing was done."""
     # 1. Leave the calendar it is in, if it moved or should be gone.
     moved = False
     if link is not None and link.state != "removed" and link.mailbox != target:
@@ -189,53 +200,74 @@ def _converge(
         written, detail = _recover(svc, booking, link, projection)
         action = "booking.create"
     else:
-        changes = changed_fields(projection, {} if repair else link.fingerprints)
-        if not changes:
+        current_id = link.event_id
+        assert current_id is not None
+        shown: dict[str, Any] | None = None
+        changes = changed_fields(projection, link.fingerprints)
+        if repair:
+            # Restore only what differs from what Outlook shows: rewriting the rest (the body
+            # above all) would cost writes and could drop the Teams meeting.
+            shown = _shown(svc, target, current_id)
+            if shown is not None:
+                changes.update(drifted_fields(projection, shown))
+        if link.join_url:  # asking for the meeting again could replace its join link
+            changes.pop("isOnlineMeeting", None)
+            changes.pop("onlineMeetingProvider", None)
+        if shown is None and repair:
+            written, link = _recreate(svc, booking, link, target, projection)
+            action, detail = "booking.repair", f"recreated in {target} after it was deleted"
+        elif not changes:
+            if repair and link.applied_version >= booking.version:
+                return None  # the calendar matches the booking: nothing to do, nothing to say
             svc.links.save(
                 replace(link, applied_version=booking.version, resource_id=booking.resource_id)
             )
             _synced(svc, booking, link)
             return _Outcome("booking.update", "ok", "calendar already matches")
-        assert link.event_id is not None
-        # Recorded first: a read of the mailbox between the PATCH and the link write must see
-        # this change as ours, not as a person's edit.
-        svc.links.index(
-            target,
-            link.transaction_id,
-            booking.id,
-            link.event_id,
-            observable_digest(projection),
-            booking.interval_utc(),
-        )
-        try:
-            written = svc.graph.update_event(target, link.event_id, changes)
-            action, detail = (
-                ("booking.repair", "restored after an edit in Outlook")
-                if repair
-                else ("booking.update", f"changed {', '.join(sorted(changes))}")
+        else:
+            if "body" in changes and (link.join_url or (shown or {}).get("isOnlineMeeting")):
+                shown = shown or svc.graph.get_event(target, current_id)
+                join_url = link.join_url or (shown.get("onlineMeeting") or {}).get("joinUrl")
+                blob = meeting_blob(str((shown.get("body") or {}).get("content") or ""), join_url)
+                changes["body"] = body_keeping_meeting(changes["body"], blob)
+            # Recorded first: a read of the mailbox between the PATCH and the link write must
+            # see this change as ours, not as a person's edit.
+            svc.links.index(
+                target,
+                link.transaction_id,
+                booking.id,
+                current_id,
+                observable_digest(projection),
+                booking.calendar_span(),
             )
-        except GraphError as error:
-            if error.kind is not ErrorKind.ITEM_NOT_FOUND:
-                raise
-            # Someone deleted our event in Outlook: put it back (drift repair).
-            svc.links.unindex(target, link.transaction_id)
-            link = svc.links.save(
-                replace(
-                    link,
-                    state="pending",
-                    event_id=None,
-                    generation=link.generation + 1,
-                    transaction_id=transaction_id(booking.id, target, link.generation + 1),
+            try:
+                written = svc.graph.update_event(target, current_id, changes)
+                action, detail = (
+                    (
+                        "booking.repair",
+                        f"restored {', '.join(sorted(changes))} after an edit in Outlook",
+                    )
+                    if repair and link.applied_version >= booking.version
+                    else ("booking.update", f"changed {', '.join(sorted(changes))}")
                 )
-            )
-            svc.links.index(target, link.transaction_id, booking.id)
-            written = svc.graph.create_event(
-                target, creation_body(projection, booking.id, link.transaction_id)
-            )
-            action, detail = "booking.repair", f"recreated in {target} after it was deleted"
+            except GraphError as error:
+                if error.kind is not ErrorKind.ITEM_NOT_FOUND:
+                    raise
+                # Someone deleted our event in Outlook: put it back (drift repair).
+                written, link = _recreate(svc, booking, link, target, projection)
+                action, detail = "booking.repair", f"recreated in {target} after it was deleted"
 
     event_id = str(written["id"])
-    join_url = (written.get("onlineMeeting") or {}).get("joinUrl") or link.join_url
+    join_url = (
+        (written.get("onlineMeeting") or {}).get("joinUrl")
+        if "onlineMeeting" in written
+        else link.join_url
+    )
+    warnings = []
+    if projection.get("isOnlineMeeting") and written.get("isOnlineMeeting") is False:
+        # Graph answers 2xx without the meeting when the calendar does not offer Teams.
+        warnings.append(NO_TEAMS)
+        detail += f"; {NO_TEAMS['message']}"
     try:
         link = svc.links.save(
             replace(
@@ -259,11 +291,44 @@ def _converge(
         booking.id,
         event_id,
         observable_digest(projection),
-        booking.interval_utc(),
+        booking.calendar_span(),
     )
     _report_conflicts(svc, booking, target, event_id)
-    _synced(svc, booking, link)
+    _synced(svc, booking, link, warnings)
     return _Outcome(action, "ok", detail)
+
+
+def _shown(svc: Services, mailbox: str, event_id: str) -> dict[str, Any] | None:
+    """The event as Outlook shows it in the calendar; None once a person deleted it."""
+    try:
+        return svc.graph.get_event(mailbox, event_id)
+    except GraphError as error:
+        if error.kind is not ErrorKind.ITEM_NOT_FOUND:
+            raise
+        return None
+
+
+def _recreate(
+    svc: Services, booking: Booking, link: Link, target: str, projection: dict[str, Any]
+) -> tuple[dict[str, Any], Link]:
+    """The event was deleted in Outlook: create it again, as a new generation."""
+    svc.links.unindex(target, link.transaction_id)
+    generation = link.generation + 1
+    link = svc.links.save(
+        replace(
+            link,
+            state="pending",
+            event_id=None,
+            join_url=None,
+            generation=generation,
+            transaction_id=transaction_id(booking.id, target, generation),
+        )
+    )
+    svc.links.index(target, link.transaction_id, booking.id)
+    written = svc.graph.create_event(
+        target, creation_body(projection, booking.id, link.transaction_id)
+    )
+    return written, link
 
 
 def _recover(
@@ -279,7 +344,14 @@ def _recover(
     keep, *extra = found
     for duplicate in extra:  # only if a transactionId retry was not de-duplicated by Graph
         svc.graph.delete_event(link.mailbox, str(duplicate["id"]))
-    updated = svc.graph.update_event(link.mailbox, str(keep["id"]), projection)
+    changes = dict(projection)
+    if keep.get("isOnlineMeeting"):  # the meeting exists: keep it and its join link
+        changes.pop("isOnlineMeeting", None)
+        changes.pop("onlineMeetingProvider", None)
+        join_url = (keep.get("onlineMeeting") or {}).get("joinUrl")
+        blob = meeting_blob(str((keep.get("body") or {}).get("content") or ""), join_url)
+        changes["body"] = body_keeping_meeting(projection["body"], blob)
+    updated = svc.graph.update_event(link.mailbox, str(keep["id"]), changes)
     return updated, f"adopted the event already in {link.mailbox}"
 
 
@@ -336,7 +408,9 @@ def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: s
     )  # fmt: skip
 
 
-def _synced(svc: Services, booking: Booking, link: Link) -> None:
+def _synced(
+    svc: Services, booking: Booking, link: Link, warnings: list[dict[str, str]] | None = None
+) -> None:
     svc.platform.emit(
         "booking.synced",
         booking.resource_id,
@@ -347,6 +421,7 @@ def _synced(svc: Services, booking: Booking, link: Link) -> None:
             "event_id": link.event_id,
             "web_link": link.web_link,
             "online_meeting_url": link.join_url,
+            "warnings": warnings or [],
         },
         at_once=True,
     )

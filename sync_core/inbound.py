@@ -325,8 +325,11 @@ def _emit_upsert(svc: Services, blocker: Blocker) -> None:
         blocker.resource_id,
         {
             "id": blocker.id,
-            "start": _iso_seconds(blocker.start),
-            "end": _iso_seconds(blocker.end),
+            # All-day blockers carry dates: Outlook keeps no zone for them.
+            "start": blocker.start.date().isoformat()
+            if blocker.all_day
+            else _iso_seconds(blocker.start),
+            "end": blocker.end.date().isoformat() if blocker.all_day else _iso_seconds(blocker.end),
             "all_day": blocker.all_day,
             "show_as": blocker.show_as,
             "title": blocker.title,

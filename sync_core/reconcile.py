@@ -16,9 +16,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sync_core.zones import zone
 
 BLOCKING = frozenset({"busy", "tentative", "oof", "workingelsewhere"})
 SECRET_SENSITIVITY = frozenset({"private", "personal", "confidential"})
@@ -76,17 +77,27 @@ def blocker_id(mailbox: str, event_id: str) -> str:
 
 
 def parse_graph_time(value: Mapping[str, Any]) -> datetime:
-    """A Graph dateTimeTimeZone as an aware UTC datetime."""
+    """A Graph dateTimeTimeZone (Windows or IANA zone name) as an aware UTC datetime."""
     text = str(value["dateTime"])
     if "." in text:
         text = text[: text.index(".")]
     moment = datetime.fromisoformat(text)
-    zone_name = str(value.get("timeZone") or "UTC")
-    try:
-        zone = ZoneInfo("UTC" if zone_name in ("UTC", "tzone://Microsoft/Utc") else zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")  # requests ask for UTC (Prefer: outlook.timezone="UTC")
-    return moment.replace(tzinfo=zone).astimezone(UTC)
+    return moment.replace(tzinfo=zone(str(value.get("timeZone") or "UTC"))).astimezone(UTC)
+
+
+def event_span(event: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    """Start and end of a Graph event in UTC. All-day events count by their dates: Outlook reads
+    them back as midnight to midnight whatever zone they were written or are read in
+    (microsoft-graph-docs #6003, #16798), so their zone says nothing."""
+    if event.get("isAllDay"):
+        return _midnight(event["start"]), _midnight(event["end"])
+    return parse_graph_time(event["start"]), parse_graph_time(event["end"])
+
+
+def _midnight(value: Mapping[str, Any]) -> datetime:
+    return datetime.combine(
+        date.fromisoformat(str(value["dateTime"])[:10]), datetime.min.time(), UTC
+    )
 
 
 def to_blocker(mailbox: str, event: Mapping[str, Any], privacy: str) -> BlockerState | None:
@@ -98,12 +109,13 @@ def to_blocker(mailbox: str, event: Mapping[str, Any], privacy: str) -> BlockerS
         return None
     secret = str(event.get("sensitivity") or "normal").lower() in SECRET_SENSITIVITY
     title = None if (privacy != "full" or secret) else (event.get("subject") or None)
+    start, end = event_span(event)
     return BlockerState(
         id=blocker_id(mailbox, str(event["id"])),
         event_id=str(event["id"]),
         ical_uid=event.get("iCalUId"),
-        start=parse_graph_time(event["start"]),
-        end=parse_graph_time(event["end"]),
+        start=start,
+        end=end,
         all_day=bool(event.get("isAllDay")),
         show_as=show_as,
         title=title,
@@ -116,9 +128,22 @@ def observable_digest(event: Mapping[str, Any]) -> str:
     Computed the same way from the projection the service wrote and from the event Graph shows,
     so an echo of the service's own write matches and a person's edit does not.
     """
-    values = [event.get(name) for name in DRIFT_FIELDS]
-    values += [parse_graph_time(event[name]).isoformat() for name in ("start", "end")]
+    values: list[Any] = [event.get(name) for name in DRIFT_FIELDS]
+    values += [moment.isoformat() for moment in event_span(event)]
     return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:24]
+
+
+def drifted_fields(projection: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``projection`` to write again so that ``event`` (as Graph shows it) matches
+    it in everything a person sees and could change; empty when it already does."""
+    changes = {
+        name: projection[name]
+        for name in DRIFT_FIELDS
+        if name in projection and str(projection[name]).lower() != str(event.get(name)).lower()
+    }
+    if "isAllDay" in changes or event_span(projection) != event_span(event):
+        changes.update({name: projection[name] for name in ("start", "end", "isAllDay")})
+    return changes
 
 
 def plan_page(
@@ -149,8 +174,13 @@ def plan_page(
             # Created but not yet recorded under its id: known by its transaction id.
             own = projections.get(TRANSACTION_PREFIX + str(item["transactionId"]))
         if own is not None:
-            if "@removed" in item or (own[1] and observable_digest(item) != own[1]):
-                drifted[own[0]] = None  # a person edited or deleted it: restore the booking
+            if "@removed" in item:
+                # Also said of events outside the window that changed since the last round
+                # (event-delta page): only a projection inside the window can have been deleted.
+                if own.start is None or own.end is None or (own.start < end and start < own.end):
+                    drifted[own.booking_id] = None
+            elif own.digest and observable_digest(item) != own.digest:
+                drifted[own.booking_id] = None  # a person edited it: restore the booking
             if blocker_id(mailbox, event_id) in stored:
                 # Sent as a blocker before it was known as ours (e.g. read between the create
                 # and the link write under a lost race): take that blocker back.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,8 +10,10 @@ import pytest
 from sync_core.booking import BookingEvent, project
 from sync_core.reconcile import (
     TRANSACTION_PREFIX,
+    Own,
     Plan,
     blocker_id,
+    drifted_fields,
     observable_digest,
     outside_window,
     plan_full_round,
@@ -176,7 +178,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
         "start": {"dateTime": "2026-11-23T08:00:00.0000000", "timeZone": "UTC"},
         "end": {"dateTime": "2026-11-23T09:00:00.0000000", "timeZone": "UTC"},
     }
-    own = {"ours": ("bk_1", observable_digest(projection))}
+    own = {"ours": Own("bk_1", observable_digest(projection))}
     plan = decide(
         mailbox=MAILBOX,
         privacy="full",
@@ -218,7 +220,7 @@ def test_a_create_not_yet_recorded_is_recognised_by_its_transaction_id() -> None
         changed=[fresh],
         removed=[],
         stored={},
-        projections={TRANSACTION_PREFIX + "txn-1": ("bk_9", "")},
+        projections={TRANSACTION_PREFIX + "txn-1": Own("bk_9")},
         window=WINDOW,
     )
     assert plan.upserts == [] and plan.drifted == []
@@ -251,3 +253,83 @@ def test_events_outside_the_window_do_not_block() -> None:
         window=WINDOW,
     )
     assert plan.upserts == []
+
+
+def booking(**data: Any) -> Any:
+    base = {
+        "id": "bk_1",
+        "version": 1,
+        "resource_id": "room-42",
+        "start": "2026-11-23T09:00:00+01:00",
+        "end": "2026-11-23T10:00:00+01:00",
+        "time_zone": "Europe/Berlin",
+        "title": "Sprint review",
+    }
+    body = {"type": "booking.created", "timestamp": "2026-11-22T10:00:00Z", "data": base | data}
+    return BookingEvent.model_validate(body).data
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/Los_Angeles", "Pacific/Auckland"])
+def test_an_all_day_projection_read_back_at_midnight_is_no_edit(zone: str) -> None:
+    """Outlook reads every all-day event back as midnight to midnight, whatever its zone."""
+    written = booking(all_day=True, start="2026-11-23", end="2026-11-25", time_zone=zone)
+    projection = project(written)
+    shown = {
+        **projection,
+        "id": "ours",
+        "start": {"dateTime": "2026-11-23T00:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-11-25T00:00:00.0000000", "timeZone": "UTC"},
+    }
+    assert observable_digest(shown) == observable_digest(projection)
+    assert drifted_fields(projection, shown) == {}
+    moved = {**shown, "end": {"dateTime": "2026-11-24T00:00:00.0000000", "timeZone": "UTC"}}
+    assert set(drifted_fields(projection, moved)) == {"start", "end", "isAllDay"}
+
+
+def test_a_persons_all_day_event_is_a_blocker_of_dates() -> None:
+    event = outlook(
+        "day-off",
+        isAllDay=True,
+        start={"dateTime": "2026-11-23T00:00:00.0000000", "timeZone": "Pacific Standard Time"},
+        end={"dateTime": "2026-11-24T00:00:00.0000000", "timeZone": "Pacific Standard Time"},
+    )
+    blocker = to_blocker(MAILBOX, event, "full")
+    assert blocker is not None and blocker.all_day
+    assert (blocker.start.isoformat(), blocker.end.isoformat()) == (
+        "2026-11-23T00:00:00+00:00",
+        "2026-11-24T00:00:00+00:00",
+    )
+
+
+def test_removed_outside_the_window_is_not_a_deletion() -> None:
+    """calendarView/delta also says @removed of events outside its window that changed since
+    the last round (event-delta page); only a projection inside the window can be restored."""
+    start, end = WINDOW
+    own = {
+        "past": Own("bk_past", "x", start - timedelta(days=1, hours=2), start - timedelta(days=1)),
+        "far": Own("bk_far", "x", end + timedelta(days=20), end + timedelta(days=20, hours=1)),
+        "edge": Own("bk_edge", "x", start - timedelta(hours=1), start + timedelta(hours=1)),
+        "in": Own("bk_in", "x", start + timedelta(days=3), start + timedelta(days=3, hours=1)),
+    }
+    plan = decide(
+        mailbox=MAILBOX,
+        privacy="full",
+        changed=[],
+        removed=["past", "far", "edge", "in"],
+        stored={},
+        projections=own,
+        window=WINDOW,
+    )
+    assert plan.drifted == ["bk_edge", "bk_in"]
+
+
+def test_drift_names_only_what_a_person_changed() -> None:
+    projection = project(booking(online_meeting=True, notes="Bring the laptop"))
+    shown = {**projection, "body": {"contentType": "html", "content": "<html>Teams</html>"}}
+    shown["start"] = {"dateTime": "2026-11-23T08:00:00.0000000", "timeZone": "UTC"}
+    shown["end"] = {"dateTime": "2026-11-23T09:00:00.0000000", "timeZone": "UTC"}
+    assert drifted_fields(projection, shown) == {}  # the same instants, another zone
+    assert drifted_fields(projection, {**shown, "subject": "Mine now"}) == {
+        "subject": "Sprint review"
+    }
+    assert drifted_fields(projection, {**shown, "showAs": "free"}) == {"showAs": "busy"}

@@ -463,7 +463,7 @@ def check_permissions(claims: dict[str, Any] | None, settings: Settings) -> Chec
 def check_mailbox(graph: GraphClient, mapping: Mapping) -> Check:
     name = f"mailbox {mapping.mailbox}"
     try:
-        graph.check_mailbox(mapping.mailbox)
+        calendar = graph.check_mailbox(mapping.mailbox)
     except GraphError as error:
         error.mailbox = error.mailbox or mapping.mailbox
         check = _failed(name, error)
@@ -473,6 +473,16 @@ def check_mailbox(graph: GraphClient, mapping: Mapping) -> Check:
             f"{mapping.resource_id}: {check.message}",
             check.hint,
             check.code,
+        )
+    providers = calendar.get("allowedOnlineMeetingProviders")
+    if isinstance(providers, list) and "teamsForBusiness" not in providers:
+        return Check(
+            name,
+            "warn",
+            f"{mapping.resource_id}: reachable, calendar readable; it does not offer Teams, so "
+            "bookings that ask for a Teams meeting get their event without one",
+            "Room mailboxes often lack Teams (allowedOnlineMeetingProviders). Give the mailbox a "
+            "Teams licence, or book Teams meetings in an organiser's calendar instead.",
         )
     return Check(name, "pass", f"{mapping.resource_id}: reachable, calendar readable")
 

@@ -379,7 +379,7 @@ class GraphClient:
                 "GET",
                 f"{user_path(address)}/calendar",
                 mailbox=address,
-                params={"$select": "id,name"},
+                params={"$select": "id,name,allowedOnlineMeetingProviders"},
             )
         )
 

@@ -152,14 +152,59 @@ def preview(value: str) -> str:
     return re.sub(r"\s+", " ", text_body(value)).strip()[:255]
 
 
-def _teams_block(join_url: str) -> str:
+_FONT = "font-family:'Segoe UI','Helvetica Neue',Helvetica,Arial,sans-serif"
+_LINK = f"font-size:14px; text-decoration:underline; color:#6264a7; {_FONT}"
+_RULE = (
+    '<div style="width:100%"><span style="white-space:nowrap; color:#5F5F5F; opacity:.36">'
+    + "_" * 80
+    + "</span></div>\r\n"
+)
+# The Teams block Outlook writes into a meeting's body: between two rules of underscores.
+TEAMS_BLOCK = re.compile(re.escape(_RULE) + r".*?" + re.escape(_RULE), re.DOTALL)
+
+
+def _teams_block(join_url: str, organizer_id: str, tenant_id: str) -> str:
+    """The meeting blob as Outlook/Teams puts it in the body (join link, meeting ID, passcode)."""
+    digits = "".join(secrets.choice("0123456789") for _ in range(13))
+    meeting_id = f"{digits[:3]} {digits[3:6]} {digits[6:9]} {digits[9:12]} {digits[12]}"
+    passcode = "".join(
+        secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789") for _ in range(8)
+    )
+    thread = join_url.split("/meetup-join/", 1)[-1].split("/", 1)[0]
+    thread = thread.replace("%3a", ":").replace("%40", "@").replace(":", "_", 1)
+    options = html.escape(
+        f"https://teams.microsoft.com/meetingOptions/?organizerId={organizer_id}"
+        f"&tenantId={tenant_id}&threadId={thread}&messageId=0&language=en-US"
+    )
     return (
-        '<div style="width:100%">________________________________________________'
-        "________________________________</div>\r\n"
-        '<div class="me-email-text"><div><span style="font-size:24px">Microsoft Teams meeting'
-        "</span></div><div><b>Join on your computer, mobile app or room device</b></div>"
-        f'<a href="{html.escape(join_url)}" class="me-email-headline">Click here to join the '
-        "meeting</a></div>\r\n"
+        _RULE + f'<div class="me-email-text" lang="en-US" style="color:#252424; {_FONT}">\r\n'
+        '<div style="margin-top:24px; margin-bottom:20px"><span style="font-size:24px; '
+        'color:#252424">Microsoft Teams meeting</span> </div>\r\n'
+        '<div style="margin-bottom:20px">\r\n'
+        '<div style="margin-top:0px; margin-bottom:0px; font-weight:bold"><span '
+        'style="font-size:14px; color:#252424">Join on your computer, mobile app or room device'
+        "</span> </div>\r\n"
+        f'<a href="{html.escape(join_url)}" class="me-email-headline" style="font-size:14px; '
+        "font-family:'Segoe UI Semibold','Segoe UI','Helvetica Neue',Helvetica,Arial,sans-serif; "
+        'text-decoration:underline; color:#6264a7">Click here to join the meeting</a> </div>\r\n'
+        '<div style="margin-bottom:20px; margin-top:20px">\r\n'
+        '<div style="margin-bottom:4px"><span data-tid="meeting-code" style="font-size:14px; '
+        f'color:#252424">Meeting ID: <span style="font-size:16px; color:#252424">{meeting_id}'
+        "</span> </span><br>\r\n"
+        '<span style="font-size:14px; color:#252424">Passcode: </span><span '
+        f'style="font-size:16px; color:#252424">{passcode} </span>\r\n'
+        '<div style="font-size:14px"><a href="https://www.microsoft.com/en-us/microsoft-teams/'
+        f'download-app" class="me-email-link" style="{_LINK}">Download Teams</a> | <a '
+        'href="https://www.microsoft.com/microsoft-teams/join-a-meeting" class="me-email-link" '
+        f'style="{_LINK}">Join on the web</a></div>\r\n'
+        "</div>\r\n</div>\r\n"
+        '<div style="margin-bottom:24px; margin-top:20px"><a '
+        'href="https://aka.ms/JoinTeamsMeeting" '
+        f'class="me-email-link" style="{_LINK}">Learn more</a> | <a href="{options}" '
+        f'class="me-email-link" style="{_LINK}">Meeting options</a> </div>\r\n'
+        "</div>\r\n"
+        f'<div style="font-size:14px; margin-bottom:4px; {_FONT}">\r\n</div>\r\n'
+        '<div style="font-size:12px"></div>\r\n' + _RULE
     )
 
 
@@ -279,6 +324,10 @@ class Mailbox:
     changed: dict[str, int] = field(default_factory=dict)  # event id -> seq of last change
     seq: int = 0
     sync_states: dict[str, SyncState] = field(default_factory=dict)
+    # Deleted Items: events moved out of the calendar; their ids stay valid (immutable ids).
+    deleted: dict[str, StoredEvent] = field(default_factory=dict)
+    # The calendar's allowedOnlineMeetingProviders.
+    meeting_providers: list[str] = field(default_factory=lambda: ["teamsForBusiness"])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -292,7 +341,13 @@ class Mailbox:
             "building": self.building,
             "floor": self.floor,
             "events": len(self.events),
+            "deletedItems": len(self.deleted),
+            "allowedOnlineMeetingProviders": list(self.meeting_providers),
         }
+
+    @property
+    def default_meeting_provider(self) -> str:
+        return "teamsForBusiness" if "teamsForBusiness" in self.meeting_providers else "unknown"
 
     def mark(self, event_id: str) -> None:
         self.seq += 1
@@ -454,49 +509,17 @@ class Writer:
     def apply(self, ev: StoredEvent, data: dict[str, Any], creating: bool) -> bool:
         """Apply fields; return whether the time or pattern changed."""
         self.check_names(data)
-        timing_changed = False
         if "subject" in data:
             ev.subject = _string(data["subject"], "subject")
+        body_written = False
         if "body" in data:
             body = data["body"] or {}
             if not isinstance(body, dict):
                 raise GraphError(400, "RequestBodyRead", "body must be an itemBody object.")
             kind = _enum(body.get("contentType") or "html", ("text", "html"), "bodyType")
             ev.body_html = html_body(kind, _string(body.get("content"), "content"))
-        start_local = end_local = None
-        if "start" in data:
-            ev.start, ev.start_tz, start_local = parse_date_time_zone(data["start"], "start")
-            timing_changed = True
-        if "end" in data:
-            ev.end, ev.end_tz, end_local = parse_date_time_zone(data["end"], "end")
-            timing_changed = True
-        if "isAllDay" in data:
-            ev.is_all_day = _bool(data["isAllDay"], "isAllDay")
-            timing_changed = True
-        if ev.end < ev.start:
-            raise GraphError(
-                400,
-                "ErrorInvalidRequest",
-                "Your request can't be completed. The end time must be at or after the start time.",
-            )
-        if ev.is_all_day and (timing_changed or creating):
-            start_local = start_local or ev.start.astimezone(timeutil.zone(ev.start_tz)).replace(
-                tzinfo=None
-            )
-            end_local = end_local or ev.end.astimezone(timeutil.zone(ev.end_tz)).replace(
-                tzinfo=None
-            )
-            if (
-                start_local.time() != time(0)
-                or end_local.time() != time(0)
-                or end_local <= start_local
-            ):
-                raise GraphError(
-                    400,
-                    "ErrorInvalidRequest",
-                    "Your request can't be completed. For an all-day event, start and end must "
-                    "be at midnight and at least one day apart.",
-                )
+            body_written = True
+        timing_changed = self._apply_times(ev, data, creating)
         if "showAs" in data:
             ev.show_as = _enum(data["showAs"], SHOW_AS, "freeBusyStatus")
         if "sensitivity" in data:
@@ -525,16 +548,7 @@ class Writer:
             ev.reminder_minutes = int(data["reminderMinutesBeforeStart"])
         if "singleValueExtendedProperties" in data:
             ev.ext_props.update(_ext_props(data["singleValueExtendedProperties"]))
-        if "onlineMeetingProvider" in data:
-            provider = _enum(data["onlineMeetingProvider"], PROVIDERS, "onlineMeetingProviderType")
-            if ev.join_url is None:  # a provider cannot be switched once the meeting exists
-                ev.online_meeting_provider = provider
-        if "isOnlineMeeting" in data:
-            wanted = _bool(data["isOnlineMeeting"], "isOnlineMeeting")
-            # Once a Teams meeting exists it stays (the provider cannot be switched off).
-            ev.is_online_meeting = wanted or ev.join_url is not None
-            if wanted and "onlineMeetingProvider" not in data and ev.join_url is None:
-                ev.online_meeting_provider = "teamsForBusiness"
+        self._apply_meeting(ev, data, creating, body_written)
         if self.control:
             if "isCancelled" in data:
                 ev.is_cancelled = _bool(data["isCancelled"], "isCancelled")
@@ -551,17 +565,106 @@ class Writer:
                 )
             if "isOrganizer" in data:
                 ev.is_organizer = _bool(data["isOrganizer"], "isOrganizer")
-        if (
-            ev.is_online_meeting
-            and ev.online_meeting_provider == "teamsForBusiness"
-            and ev.join_url is None
-        ):
-            ev.join_url = self._join_url()
-            ev.body_html = self._with_teams_block(ev.body_html, ev.join_url)
         return timing_changed
 
+    def _apply_times(self, ev: StoredEvent, data: dict[str, Any], creating: bool) -> bool:
+        """start, end, isAllDay. An all-day event must be written at midnight in its zone and is
+        stored as floating dates: start and end at 00:00 UTC of its dates."""
+        was_all_day = ev.is_all_day and not creating
+
+        def wall(instant: datetime, zone_name: str) -> datetime:
+            return _local(instant, "UTC" if was_all_day else zone_name)
+
+        start_local = end_local = None
+        changed = False
+        if "start" in data:
+            ev.start, ev.start_tz, start_local = parse_date_time_zone(data["start"], "start")
+            changed = True
+        if "end" in data:
+            ev.end, ev.end_tz, end_local = parse_date_time_zone(data["end"], "end")
+            changed = True
+        if "isAllDay" in data:
+            ev.is_all_day = _bool(data["isAllDay"], "isAllDay")
+            changed = True
+        if start_local is None:
+            start_local = wall(ev.start, ev.start_tz)
+        if end_local is None:
+            end_local = wall(ev.end, ev.end_tz)
+        if ev.is_all_day and (changed or creating):
+            if (
+                start_local.time() != time(0)
+                or end_local.time() != time(0)
+                or end_local <= start_local
+            ):
+                raise GraphError(
+                    400,
+                    "ErrorInvalidRequest",
+                    "Your request can't be completed. For an all-day event, start and end must "
+                    "be at midnight and at least one day apart.",
+                )
+            ev.start = start_local.replace(tzinfo=UTC)
+            ev.end = end_local.replace(tzinfo=UTC)
+        elif was_all_day and not ev.is_all_day:
+            ev.start = _to_utc(start_local, ev.start_tz)
+            ev.end = _to_utc(end_local, ev.end_tz)
+        if ev.end < ev.start:
+            raise GraphError(
+                400,
+                "ErrorInvalidRequest",
+                "Your request can't be completed. The end time must be at or after the start time.",
+            )
+        return changed
+
+    def _apply_meeting(
+        self, ev: StoredEvent, data: dict[str, Any], creating: bool, body_written: bool
+    ) -> None:
+        """isOnlineMeeting and onlineMeetingProvider, as Exchange treats them:
+
+        - a provider the calendar does not allow gives no meeting (201/200, isOnlineMeeting
+          false, provider unknown: docs issue #9741);
+        - a body written without the current join URL removes the meeting (event-update page:
+          "preserve the meeting blob for online meeting");
+        - body plus isOnlineMeeting true on an event that has a meeting makes a new one
+          (cal.com #13823, docs issue #18896);
+        - otherwise a meeting, once made, stays.
+        """
+        provider = None
+        if "onlineMeetingProvider" in data:
+            provider = _enum(data["onlineMeetingProvider"], PROVIDERS, "onlineMeetingProviderType")
+        wanted = None
+        if "isOnlineMeeting" in data:
+            wanted = _bool(data["isOnlineMeeting"], "isOnlineMeeting")
+        kept = ev.join_url is not None and (
+            ev.join_url in ev.body_html or html.escape(ev.join_url) in ev.body_html
+        )
+        if ev.join_url is not None and body_written and not creating and (wanted or not kept):
+            ev.body_html = TEAMS_BLOCK.sub("", ev.body_html)
+            ev.join_url = None
+            ev.is_online_meeting = False
+            ev.online_meeting_provider = "unknown"
+        if ev.join_url is not None:
+            return  # a meeting cannot be switched off or to another provider
+        if provider is not None:
+            ev.online_meeting_provider = provider
+        if wanted is not None:
+            ev.is_online_meeting = wanted
+            if wanted and provider is None:
+                ev.online_meeting_provider = self.mailbox.default_meeting_provider
+        if not ev.is_online_meeting:
+            return
+        provider = ev.online_meeting_provider
+        if provider == "unknown" or provider not in self.mailbox.meeting_providers:
+            ev.is_online_meeting = False
+            ev.online_meeting_provider = "unknown"
+            return
+        if ev.online_meeting_provider == "teamsForBusiness":
+            ev.join_url = self._join_url()
+            ev.body_html = self._with_teams_block(
+                ev.body_html, _teams_block(ev.join_url, self.mailbox.id, self.tenant_id)
+            )
+
     def _join_url(self) -> str:
-        meeting = secrets.token_urlsafe(24).replace("-", "a").replace("_", "b")
+        meeting = base64.b64encode(str(uuid.uuid4()).encode()).decode().rstrip("=")
         return (
             f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{meeting}%40thread.v2/0"
             f"?context=%7b%22Tid%22%3a%22{self.tenant_id}%22%2c%22Oid%22%3a%22"
@@ -569,8 +672,7 @@ class Writer:
         )
 
     @staticmethod
-    def _with_teams_block(body: str, join_url: str) -> str:
-        block = _teams_block(join_url)
+    def _with_teams_block(body: str, block: str) -> str:
         if not body:
             return html_body("html", block)
         index = body.lower().rfind("</body>")
@@ -591,8 +693,10 @@ def create_event(
     transaction = data.get("transactionId")
     if transaction:
         existing = mailbox.tx_index.get(str(transaction))
-        if existing and existing in mailbox.events:
-            return mailbox.events[existing], []
+        found = mailbox.events.get(existing or "") or mailbox.deleted.get(existing or "")
+        if found is not None:
+            # Also when the event is in Deleted Items (not documented; the strict reading).
+            return found, []
     stamp = timeutil.now()
     if "start" not in data or "end" not in data:
         raise GraphError(
@@ -626,8 +730,13 @@ def create_event(
     return ev, [("created", ev.id)]
 
 
+def _wall_zone(ev: StoredEvent) -> str:
+    """The zone an event's stored instants are wall times in: UTC for all-day (floating) ones."""
+    return "UTC" if ev.is_all_day else ev.start_tz
+
+
 def _set_recurrence(ev: StoredEvent, value: Any) -> None:
-    local = ev.start.astimezone(timeutil.zone(ev.start_tz))
+    local = ev.start.astimezone(timeutil.zone(_wall_zone(ev)))
     try:
         ev.recurrence = recurrence.normalize(value, local.date(), ev.start_tz)
     except recurrence.RecurrenceError as error:
@@ -637,12 +746,13 @@ def _set_recurrence(ev: StoredEvent, value: Any) -> None:
 
 def _occurrence_view(master: StoredEvent, original: datetime) -> StoredEvent:
     view = copy.copy(master)
-    duration_local = _local(master.end, master.start_tz) - _local(master.start, master.start_tz)
-    start_local = _local(original, master.start_tz)
+    zone_name = _wall_zone(master)
+    duration_local = _local(master.end, zone_name) - _local(master.start, zone_name)
+    start_local = _local(original, zone_name)
     view.id = occurrence_id(master.id, occurrence_key(original))
     view.kind = "occurrence"
     view.start = original
-    view.end = _to_utc(start_local + duration_local, master.start_tz)
+    view.end = _to_utc(start_local + duration_local, zone_name)
     view.recurrence = None
     view.series_master_id = master.id
     view.original_start = original
@@ -663,9 +773,10 @@ def _to_utc(local: datetime, zone_name: str) -> datetime:
 
 def _original_starts(master: StoredEvent, until: date) -> list[datetime]:
     assert master.recurrence is not None
-    clock = _local(master.start, master.start_tz).time()
+    zone_name = _wall_zone(master)
+    clock = _local(master.start, zone_name).time()
     return [
-        _to_utc(datetime.combine(day, clock), master.start_tz)
+        _to_utc(datetime.combine(day, clock), zone_name)
         for day in recurrence.occurrence_dates(master.recurrence, until)
     ]
 
@@ -676,7 +787,7 @@ def instances(master: StoredEvent, start: datetime, end: datetime) -> list[Store
         return []
     found: list[StoredEvent] = []
     span = master.end - master.start
-    until = (end.astimezone(timeutil.zone(master.start_tz)) + timedelta(days=1)).date()
+    until = (end.astimezone(timeutil.zone(_wall_zone(master))) + timedelta(days=1)).date()
     for original in _original_starts(master, until):
         key = occurrence_key(original)
         if key in master.deleted_occurrences or key in master.exceptions:
@@ -702,11 +813,16 @@ def view_items(mailbox: Mailbox, start: datetime, end: datetime) -> list[StoredE
     return items
 
 
-def find(mailbox: Mailbox, event_id: str) -> StoredEvent:
-    """An event, series master, exception or occurrence by id; 404 ErrorItemNotFound if none."""
+def find(mailbox: Mailbox, event_id: str, deleted_items: bool = False) -> StoredEvent:
+    """An event, series master, exception or occurrence by id; 404 ErrorItemNotFound if none.
+
+    With `deleted_items` an event in Deleted Items is found too, as `/users/{m}/events/{id}`
+    finds it (the id addresses the mailbox, not the calendar)."""
     ev = mailbox.events.get(event_id)
     if ev is not None:
         return ev
+    if deleted_items and event_id in mailbox.deleted:
+        return mailbox.deleted[event_id]
     parts = split_occurrence_id(event_id)
     if parts is not None:
         master = mailbox.events.get(parts[0])
@@ -720,7 +836,7 @@ def find(mailbox: Mailbox, event_id: str) -> StoredEvent:
                 except ValueError:
                     original = None
                 if original is not None:
-                    until = original.astimezone(timeutil.zone(master.start_tz)).date()
+                    until = original.astimezone(timeutil.zone(_wall_zone(master))).date()
                     if original in _original_starts(master, until):
                         return _occurrence_view(master, original)
     raise GraphError(404, "ErrorItemNotFound", NOT_FOUND)
@@ -733,9 +849,16 @@ def update_event(
     actor: str,
     tenant_id: str,
     control: bool = False,
+    deleted_items: bool = False,
 ) -> tuple[StoredEvent, list[tuple[str, str]]]:
-    current = find(mailbox, event_id)
+    current = find(mailbox, event_id, deleted_items)
     writer = Writer(mailbox, tenant_id, control)
+    if current.id in mailbox.deleted:
+        # Changed where nobody looks: no calendar view, delta or notification shows it.
+        body = {k: v for k, v in data.items() if k != "recurrence"}
+        writer.apply(current, body, creating=False)
+        current.touch()
+        return current, []
     if current.kind in ("occurrence", "exception"):
         if "recurrence" in data and data["recurrence"] is not None:
             raise GraphError(
@@ -789,8 +912,18 @@ def update_event(
     return ev, [("updated", ev.id)]
 
 
-def delete_event(mailbox: Mailbox, event_id: str) -> list[tuple[str, str]]:
-    current = find(mailbox, event_id)
+def delete_event(
+    mailbox: Mailbox, event_id: str, deleted_items: bool = False
+) -> list[tuple[str, str]]:
+    """Delete as Outlook does: an occurrence is cancelled in its series; an event or a series
+    moves to Deleted Items (its id stays valid). With `deleted_items`, an event already in
+    Deleted Items is deleted for good."""
+    current = find(mailbox, event_id, deleted_items)
+    if current.id in mailbox.deleted:
+        del mailbox.deleted[current.id]
+        if current.transaction_id and mailbox.tx_index.get(current.transaction_id) == current.id:
+            del mailbox.tx_index[current.transaction_id]
+        return []
     if current.kind in ("occurrence", "exception"):
         master = mailbox.events[current.series_master_id or ""]
         assert current.original_start is not None
@@ -800,8 +933,8 @@ def delete_event(mailbox: Mailbox, event_id: str) -> list[tuple[str, str]]:
         mailbox.mark(master.id)
         return [("deleted", current.id), ("updated", master.id)]
     del mailbox.events[current.id]
-    if current.transaction_id and mailbox.tx_index.get(current.transaction_id) == current.id:
-        del mailbox.tx_index[current.transaction_id]
+    current.touch()  # a move gives a new changeKey
+    mailbox.deleted[current.id] = current
     mailbox.mark(current.id)
     return [("deleted", current.id)]
 

@@ -110,6 +110,10 @@ class SandboxControl:
     def set_mailbox_state(self, address: str, state: str) -> dict[str, Any]:
         return self.update_mailbox(address, state=state)
 
+    def set_meeting_providers(self, address: str, *providers: str) -> dict[str, Any]:
+        """The calendar's allowedOnlineMeetingProviders (e.g. "unknown" alone: no Teams)."""
+        return self.update_mailbox(address, allowedOnlineMeetingProviders=list(providers))
+
     def delete_mailbox(self, address: str) -> None:
         self._call("DELETE", f"/mailboxes/{self._q(address)}")
 
@@ -138,8 +142,13 @@ class SandboxControl:
         self._call("DELETE", f"/mailboxes/{self._q(mailbox)}/events/{self._q(event_id)}")
 
     def events(self, mailbox: str) -> list[dict[str, Any]]:
-        """Every stored event of the mailbox, raw (masters, exceptions, app-made ones too)."""
+        """Every event in the mailbox's calendar, raw (masters, exceptions, app-made ones too);
+        not those in Deleted Items (`deleted_events`)."""
         return list(self._call("GET", f"/mailboxes/{self._q(mailbox)}/events")["value"])
+
+    def deleted_events(self, mailbox: str) -> list[dict[str, Any]]:
+        """The events in the mailbox's Deleted Items, raw."""
+        return list(self._call("GET", f"/mailboxes/{self._q(mailbox)}/deleted")["value"])
 
     def event(self, mailbox: str, event_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(

@@ -18,7 +18,13 @@ from sandbox.limits import Faults, Throttle
 from sandbox.notifications import Notifier
 from sandbox.render import ViewOptions, render_event
 from sandbox.requestlog import RequestLog
-from sandbox.state import Application, FederatedCredential, ManagedIdentity, Tenant
+from sandbox.state import (
+    Application,
+    FederatedCredential,
+    ManagedIdentity,
+    Tenant,
+    check_meeting_providers,
+)
 from sandbox.web import GraphError, Request, Response
 
 ControlHandler = Callable[[Request, dict[str, str]], Response]
@@ -173,6 +179,7 @@ class Control:
                     building=data.get("building"),
                     floor=data.get("floor"),
                     mailbox_id=data.get("id"),
+                    meeting_providers=data.get("allowedOnlineMeetingProviders"),
                 )
                 return _ok(mailbox.describe(), 201)
 
@@ -200,6 +207,10 @@ class Control:
                         setattr(mailbox, attr, data[key])
                 if "floor" in data:
                     mailbox.floor = data["floor"]
+                if "allowedOnlineMeetingProviders" in data:
+                    mailbox.meeting_providers = check_meeting_providers(
+                        data["allowedOnlineMeetingProviders"]
+                    )
                 for list_address in data.get("roomLists") or []:
                     tenant.add_to_room_list(mailbox, str(list_address))
                 return _ok(mailbox.describe())
@@ -252,7 +263,7 @@ class Control:
         def get_event(request: Request, params: dict[str, str]) -> Response:
             with tenant.lock:
                 mailbox = self._mailbox(params["address"])
-                ev = calendar.find(mailbox, params["event"])
+                ev = calendar.find(mailbox, params["event"], deleted_items=True)
                 return _ok(
                     {**render_event(ev, mailbox, ViewOptions(expand=set())), "raw": ev.raw()}
                 )
@@ -273,6 +284,11 @@ class Control:
                 changes = calendar.delete_event(mailbox, params["event"])
                 tenant.changed(mailbox, changes)
             return Response.empty(204)
+
+        def deleted_items(request: Request, params: dict[str, str]) -> Response:
+            with tenant.lock:
+                mailbox = self._mailbox(params["address"])
+                return _ok({"value": [e.raw() for e in mailbox.deleted.values()]})
 
         def view(request: Request, params: dict[str, str]) -> Response:
             start = timeutil.parse_instant(request.query["start"])
@@ -295,6 +311,7 @@ class Control:
         add("PATCH", events + r"/(?P<event>[^/]+)", patch_event)
         add("DELETE", events + r"/(?P<event>[^/]+)", delete_event)
         add("GET", r"/mailboxes/(?P<address>[^/]+)/view", view)
+        add("GET", r"/mailboxes/(?P<address>[^/]+)/deleted", deleted_items)
         add("POST", r"/mailboxes/(?P<address>[^/]+)/invalidate-delta", invalidate)
 
         # faults

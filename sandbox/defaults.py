@@ -43,7 +43,8 @@ class Settings:
     concurrency_retry_after: int = 1
     # Subscriptions and notifications.
     require_https_notifications: bool = False
-    max_subscription_minutes: int = 4230
+    # Outlook events without resource data: 10,080 minutes (GD subscription resource page).
+    max_subscription_minutes: int = 10080
     validation_timeout_seconds: float = 10.0
     notification_delay_seconds: float = 0.2
     delivery_timeout_seconds: float = 3.0

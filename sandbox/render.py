@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +29,14 @@ def web_link(event_id: str) -> str:
         f"https://outlook.office365.com/owa/?itemid={quote(event_id, safe='')}"
         "&exvsurl=1&path=/calendar/item"
     )
+
+
+def date_time_zone(ev: StoredEvent, instant: datetime, zone: str) -> dict[str, str]:
+    """A start or end as Graph reads it back. All-day events come back as midnight of their
+    dates in whatever zone is asked for (Microsoft on microsoft-graph-docs #6003, #16798)."""
+    if ev.is_all_day:
+        return {"dateTime": instant.strftime("%Y-%m-%dT00:00:00.0000000"), "timeZone": zone}
+    return {"dateTime": timeutil.graph_local(instant, zone), "timeZone": zone}
 
 
 def render_event(
@@ -80,8 +89,8 @@ def render_event(
                 "time": "0001-01-01T00:00:00Z",
             },
             "body": {"contentType": body_type, "content": body_content},
-            "start": {"dateTime": timeutil.graph_local(ev.start, zone), "timeZone": zone},
-            "end": {"dateTime": timeutil.graph_local(ev.end, zone), "timeZone": zone},
+            "start": date_time_zone(ev, ev.start, zone),
+            "end": date_time_zone(ev, ev.end, zone),
             "location": copy.deepcopy(ev.location)
             or {
                 "displayName": "",

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from sandbox import defaults, timeutil
-from sandbox.calendar import MAILBOX_STATES, Mailbox
+from sandbox.calendar import MAILBOX_STATES, PROVIDERS, Mailbox
 from sandbox.defaults import Settings
 from sandbox.tls import thumbprints
 from sandbox.web import GraphError
@@ -228,6 +228,13 @@ class Subscription:
         }
 
 
+def check_meeting_providers(value: Any) -> list[str]:
+    """A calendar's allowedOnlineMeetingProviders, validated."""
+    if not isinstance(value, list) or not value or not all(v in PROVIDERS for v in value):
+        raise ValueError(f"allowedOnlineMeetingProviders must be a list of {', '.join(PROVIDERS)}")
+    return [str(v) for v in value]
+
+
 def mailbox_error(address: str, mailbox: Mailbox | None) -> GraphError | None:
     """The error Graph answers for a mailbox route, or None when the mailbox is usable."""
     if mailbox is None:
@@ -339,6 +346,7 @@ class Tenant:
         building: str | None = None,
         floor: int | None = None,
         mailbox_id: str | None = None,
+        meeting_providers: list[str] | None = None,
     ) -> Mailbox:
         if kind not in ("user", "room"):
             raise ValueError("kind must be user or room")
@@ -360,6 +368,8 @@ class Tenant:
                 building=building,
                 floor=floor,
             )
+            if meeting_providers is not None:
+                mailbox.meeting_providers = check_meeting_providers(meeting_providers)
             self.mailboxes[key] = mailbox
             self.mailboxes_by_id[mailbox.id] = mailbox
             for list_address in room_lists or []:
@@ -500,6 +510,7 @@ class Tenant:
         with self.lock:
             self.add_room_list("rooms.berlin@contoso.example", "Berlin")
             self.add_room_list("rooms.munich@contoso.example", "Munich")
+            # Berlin Tegel's calendar offers no Teams meetings (allowedOnlineMeetingProviders).
             rooms = [
                 ("room.berlin@contoso.example", "Berlin Spree", "rooms.berlin", 8, 2),
                 ("berlin.havel@contoso.example", "Berlin Havel", "rooms.berlin", 4, 2),
@@ -516,6 +527,7 @@ class Tenant:
                     capacity=capacity,
                     building=name.split()[0],
                     floor=floor,
+                    meeting_providers=["unknown"] if address.startswith("berlin.tegel@") else None,
                 )
             for address, name in (
                 ("ada@contoso.example", "Ada Lovelace"),

@@ -6,48 +6,125 @@ import re
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# Windows time zone names Outlook uses, mapped to IANA (CLDR windowsZones, the common ones).
-WINDOWS_ZONES: dict[str, str] = {
-    "UTC": "UTC",
-    "Coordinated Universal Time": "UTC",
-    "tzone://Microsoft/Utc": "UTC",
-    "GMT Standard Time": "Europe/London",
-    "Greenwich Standard Time": "Atlantic/Reykjavik",
-    "W. Europe Standard Time": "Europe/Berlin",
-    "Central Europe Standard Time": "Europe/Budapest",
-    "Central European Standard Time": "Europe/Warsaw",
-    "Romance Standard Time": "Europe/Paris",
-    "E. Europe Standard Time": "Europe/Chisinau",
-    "FLE Standard Time": "Europe/Kiev",
-    "GTB Standard Time": "Europe/Bucharest",
-    "Russian Standard Time": "Europe/Moscow",
-    "Turkey Standard Time": "Europe/Istanbul",
-    "Israel Standard Time": "Asia/Jerusalem",
-    "South Africa Standard Time": "Africa/Johannesburg",
-    "Arabian Standard Time": "Asia/Dubai",
-    "India Standard Time": "Asia/Kolkata",
-    "China Standard Time": "Asia/Shanghai",
-    "Singapore Standard Time": "Asia/Singapore",
-    "Tokyo Standard Time": "Asia/Tokyo",
-    "Korea Standard Time": "Asia/Seoul",
-    "AUS Eastern Standard Time": "Australia/Sydney",
-    "E. Australia Standard Time": "Australia/Brisbane",
-    "New Zealand Standard Time": "Pacific/Auckland",
-    "Eastern Standard Time": "America/New_York",
-    "Central Standard Time": "America/Chicago",
-    "Mountain Standard Time": "America/Denver",
-    "US Mountain Standard Time": "America/Phoenix",
-    "Pacific Standard Time": "America/Los_Angeles",
-    "Alaskan Standard Time": "America/Anchorage",
-    "Hawaiian Standard Time": "Pacific/Honolulu",
-    "Atlantic Standard Time": "America/Halifax",
-    "E. South America Standard Time": "America/Sao_Paulo",
-    "Argentina Standard Time": "America/Buenos_Aires",
-    "Canada Central Standard Time": "America/Regina",
-    "Central America Standard Time": "America/Guatemala",
-    "SA Pacific Standard Time": "America/Bogota",
-    "Mexico Standard Time": "America/Mexico_City",
-}
+from tzlocal.windows_tz import win_tz
+
+# The IANA names dateTimeTimeZone.timeZone accepts besides Windows names: the "Additional time
+# zones" of GD api-reference/v1.0/resources/datetimetimezone.md, in its order. The page lists
+# "Europe/Kyiv (Kiev)", "Asia/Toshkent (Tashkent)", "Asia/Astana (Almaty)" and
+# "Asia/Yangon (Rangoon)"; both spellings are accepted. Any other IANA name (Europe/Vienna,
+# Europe/Zurich, ...) is 400 TimeZoneNotSupportedException (docs issues #4758, #4242).
+GRAPH_IANA_ZONES: frozenset[str] = frozenset(
+    {
+        "Etc/GMT+12",
+        "Etc/GMT+11",
+        "Pacific/Honolulu",
+        "America/Anchorage",
+        "America/Santa_Isabel",
+        "America/Los_Angeles",
+        "America/Phoenix",
+        "America/Chihuahua",
+        "America/Denver",
+        "America/Guatemala",
+        "America/Chicago",
+        "America/Mexico_City",
+        "America/Regina",
+        "America/Bogota",
+        "America/New_York",
+        "America/Indiana/Indianapolis",
+        "America/Caracas",
+        "America/Asuncion",
+        "America/Halifax",
+        "America/Cuiaba",
+        "America/La_Paz",
+        "America/Santiago",
+        "America/St_Johns",
+        "America/Sao_Paulo",
+        "America/Argentina/Buenos_Aires",
+        "America/Cayenne",
+        "America/Godthab",
+        "America/Montevideo",
+        "America/Bahia",
+        "Etc/GMT+2",
+        "Atlantic/Azores",
+        "Atlantic/Cape_Verde",
+        "Africa/Casablanca",
+        "Etc/GMT",
+        "Europe/London",
+        "Atlantic/Reykjavik",
+        "Europe/Berlin",
+        "Europe/Budapest",
+        "Europe/Paris",
+        "Europe/Warsaw",
+        "Africa/Lagos",
+        "Africa/Windhoek",
+        "Europe/Bucharest",
+        "Asia/Beirut",
+        "Africa/Cairo",
+        "Asia/Damascus",
+        "Africa/Johannesburg",
+        "Europe/Kyiv",
+        "Europe/Kiev",
+        "Europe/Istanbul",
+        "Asia/Jerusalem",
+        "Asia/Amman",
+        "Asia/Baghdad",
+        "Europe/Kaliningrad",
+        "Asia/Riyadh",
+        "Africa/Nairobi",
+        "Asia/Tehran",
+        "Asia/Dubai",
+        "Asia/Baku",
+        "Europe/Moscow",
+        "Indian/Mauritius",
+        "Asia/Tbilisi",
+        "Asia/Yerevan",
+        "Asia/Kabul",
+        "Asia/Karachi",
+        "Asia/Toshkent",
+        "Asia/Tashkent",
+        "Asia/Kolkata",
+        "Asia/Colombo",
+        "Asia/Kathmandu",
+        "Asia/Astana",
+        "Asia/Almaty",
+        "Asia/Dhaka",
+        "Asia/Yekaterinburg",
+        "Asia/Yangon",
+        "Asia/Rangoon",
+        "Asia/Bangkok",
+        "Asia/Novosibirsk",
+        "Asia/Shanghai",
+        "Asia/Krasnoyarsk",
+        "Asia/Singapore",
+        "Australia/Perth",
+        "Asia/Taipei",
+        "Asia/Ulaanbaatar",
+        "Asia/Irkutsk",
+        "Asia/Tokyo",
+        "Asia/Seoul",
+        "Australia/Adelaide",
+        "Australia/Darwin",
+        "Australia/Brisbane",
+        "Australia/Sydney",
+        "Pacific/Port_Moresby",
+        "Australia/Hobart",
+        "Asia/Yakutsk",
+        "Pacific/Guadalcanal",
+        "Asia/Vladivostok",
+        "Pacific/Auckland",
+        "Etc/GMT-12",
+        "Pacific/Fiji",
+        "Asia/Magadan",
+        "Pacific/Tongatapu",
+        "Pacific/Apia",
+        "Pacific/Kiritimati",
+    }
+)
+# Names on the list that the IANA database spells differently.
+_IANA_SPELLING = {"Asia/Toshkent": "Asia/Tashkent", "Asia/Astana": "Asia/Almaty"}
+# Windows zone ids (CLDR windowsZones, as tzlocal ships it) -> IANA, matched case-insensitively.
+_WINDOWS = {name.lower(): iana for name, iana in win_tz.items()}
+_IANA = {name.lower(): name for name in GRAPH_IANA_ZONES}
 
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
@@ -60,23 +137,22 @@ class TimeZoneError(ValueError):
 
 
 def zone(name: str) -> tzinfo:
-    """The zone for an IANA or Windows name; TimeZoneError when neither is known."""
-    key = (name or "").strip()
-    if not key:
-        raise TimeZoneError(name)
-    if key.upper() in ("UTC", "GMT", "ETC/UTC", "Z"):
+    """The zone for a name Graph accepts (a Windows zone id, "UTC" or a listed IANA name);
+    TimeZoneError for anything else."""
+    key = (name or "").strip().lower()
+    if key == "utc":
         return UTC
-    mapped = WINDOWS_ZONES.get(key)
-    if mapped is None:
-        for windows, iana in WINDOWS_ZONES.items():
-            if windows.lower() == key.lower():
-                mapped = iana
-                break
+    iana = _WINDOWS.get(key)
+    if iana is None and key in _IANA:
+        listed = _IANA[key]
+        iana = _IANA_SPELLING.get(listed, listed)
+    if iana is None:
+        raise TimeZoneError(name)
     try:
-        found = ZoneInfo(mapped or key)
+        found = ZoneInfo(iana)
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise TimeZoneError(name) from error
-    return UTC if str(found) == "UTC" else found
+    return UTC if iana in ("UTC", "Etc/UTC") else found
 
 
 def parse_iso(text: str) -> tuple[datetime, bool]:

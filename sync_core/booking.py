@@ -94,7 +94,7 @@ class Booking(BaseModel):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
             raise ValueError("must be an IANA time zone such as Europe/Berlin") from None
         return value
 

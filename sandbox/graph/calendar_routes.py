@@ -8,11 +8,13 @@ from typing import Any
 from sandbox import calendar, delta, timeutil
 from sandbox.calendar import Mailbox, StoredEvent
 from sandbox.graph.core import Ctx, GraphApi
-from sandbox.render import ViewOptions, removed, render_event
+from sandbox.render import ViewOptions, date_time_zone, removed, render_event
 from sandbox.web import GraphError, Response, link
 
 USER = r"/users/(?P<user>[^/]+)"
-EVENTS = USER + r"(?:/calendar)?/events"
+# /users/{m}/events/{id} addresses the mailbox (Deleted Items too); /calendar/events/{id} the
+# calendar only.
+EVENTS = USER + r"(?P<calendar>/calendar)?/events"
 EVENT = EVENTS + r"/(?P<event>[^/]+)"
 VIEW = USER + r"(?:/calendar)?/calendarView"
 
@@ -22,6 +24,11 @@ AVAILABILITY_RANK = {"0": 0, "4": 1, "1": 2, "2": 3, "3": 4}
 
 def actor(ctx: Ctx) -> str:
     return f"app:{ctx.app_id}"
+
+
+def in_mailbox(ctx: Ctx) -> bool:
+    """Whether an event route addresses the whole mailbox, so Deleted Items count."""
+    return "calendar" not in ctx.params
 
 
 def window(ctx: Ctx) -> tuple[datetime, datetime]:
@@ -107,8 +114,8 @@ def register(api: GraphApi) -> None:
                     "canShare": True,
                     "canViewPrivateItems": True,
                     "canEdit": True,
-                    "allowedOnlineMeetingProviders": ["teamsForBusiness"],
-                    "defaultOnlineMeetingProvider": "teamsForBusiness",
+                    "allowedOnlineMeetingProviders": list(mailbox.meeting_providers),
+                    "defaultOnlineMeetingProvider": mailbox.default_meeting_provider,
                     "isTallyingResponses": True,
                     "isRemovable": False,
                     "owner": {"name": mailbox.display_name, "address": mailbox.address},
@@ -141,7 +148,7 @@ def register(api: GraphApi) -> None:
         options = ctx.view_options(expand=_expand(ctx))
         with tenant.lock:
             mailbox = ctx.mailbox()
-            ev = calendar.find(mailbox, ctx.params["event"])
+            ev = calendar.find(mailbox, ctx.params["event"], in_mailbox(ctx))
             body = render_event(ev, mailbox, options)
         body = {"@odata.context": ctx.user_context("events/$entity"), **body}
         return Response.json(200, body, ctx.preference_headers())
@@ -152,7 +159,12 @@ def register(api: GraphApi) -> None:
         with tenant.lock:
             mailbox = ctx.mailbox()
             ev, changes = calendar.update_event(
-                mailbox, ctx.params["event"], data, actor(ctx), tenant.tenant_id
+                mailbox,
+                ctx.params["event"],
+                data,
+                actor(ctx),
+                tenant.tenant_id,
+                deleted_items=in_mailbox(ctx),
             )
             tenant.changed(mailbox, changes)
             body = render_event(ev, mailbox, ctx.view_options())
@@ -163,7 +175,7 @@ def register(api: GraphApi) -> None:
     def delete_event(ctx: Ctx) -> Response:
         with tenant.lock:
             mailbox = ctx.mailbox()
-            changes = calendar.delete_event(mailbox, ctx.params["event"])
+            changes = calendar.delete_event(mailbox, ctx.params["event"], in_mailbox(ctx))
             tenant.changed(mailbox, changes)
         return Response.empty(204)
 
@@ -173,7 +185,7 @@ def register(api: GraphApi) -> None:
         options = ctx.view_options(expand=_expand(ctx))
         with tenant.lock:
             mailbox = ctx.mailbox()
-            master = calendar.find(mailbox, ctx.params["event"])
+            master = calendar.find(mailbox, ctx.params["event"], in_mailbox(ctx))
             items = calendar.instances(master, start, end)
             items.sort(key=lambda e: (e.start, e.id))
             context = ctx.user_context(f"events('{master.id}')/instances")
@@ -188,7 +200,8 @@ def register(api: GraphApi) -> None:
             items = _filtered(ctx, calendar.view_items(mailbox, start, end))
             return _page(ctx, mailbox, items, ctx.user_context("calendarView"), options)
 
-    @api.route("GET", VIEW + r"/delta", "calendar.read")
+    # Graph accepts the function with and without its parentheses; the SDK sends delta().
+    @api.route("GET", VIEW + r"/delta(?:\(\))?", "calendar.read")
     def calendar_view_delta(ctx: Ctx) -> Response:
         query = ctx.request.query
         for unsupported in ("$select", "$expand", "$filter", "$orderby", "$search"):
@@ -314,8 +327,8 @@ def _schedule(
         entry: dict[str, Any] = {
             "isPrivate": ev.sensitivity == "private",
             "status": ev.show_as,
-            "start": {"dateTime": timeutil.graph_local(ev.start, zone), "timeZone": zone},
-            "end": {"dateTime": timeutil.graph_local(ev.end, zone), "timeZone": zone},
+            "start": date_time_zone(ev, ev.start, zone),
+            "end": date_time_zone(ev, ev.end, zone),
         }
         if ev.sensitivity != "private":
             entry["subject"] = ev.subject

@@ -11,7 +11,7 @@ from sandbox import timeutil
 from sandbox.calendar import Mailbox
 from sandbox.graph.core import Ctx, GraphApi
 from sandbox.state import Application, RoomList
-from sandbox.web import GraphError, Response, link
+from sandbox.web import GraphError, Response
 
 T = TypeVar("T")
 
@@ -79,14 +79,11 @@ def room_json(mailbox: Mailbox) -> dict[str, Any]:
 def _paged(
     ctx: Ctx, items: list[T], render: Callable[[T], dict[str, Any]], context: str, default: int
 ) -> Response:
-    """One page of `items`, rendering only that page."""
+    """One page of `items` by `$top` and `$skip`. Places never return `@odata.nextLink`
+    (docs issues #341, #6427, #18604): clients page with `$skip` until a short page."""
     size = ctx.page_size(default, maximum=999)
     offset = ctx.skip()
     body: dict[str, Any] = {"@odata.context": context}
-    if offset + size < len(items):
-        body["@odata.nextLink"] = link(
-            ctx.origin, ctx.request.path, {"$top": str(size), "$skip": str(offset + size)}
-        )
     body["value"] = [render(item) for item in items[offset : offset + size]]
     return Response.json(200, body)
 
@@ -118,7 +115,8 @@ def register(api: GraphApi) -> None:
             200, {"@odata.context": f"{ctx.origin}/v1.0/$metadata#users/$entity", **body}
         )
 
-    @api.route("GET", r"/places/microsoft\.graph\.room", "place.read")
+    # Graph accepts the cast with and without its namespace; the SDK sends graph.room.
+    @api.route("GET", r"/places/(?:microsoft\.)?graph\.room", "place.read")
     def list_rooms(ctx: Ctx) -> Response:
         with tenant.lock:
             rooms = sorted(
@@ -128,14 +126,16 @@ def register(api: GraphApi) -> None:
             context = f"{ctx.origin}/v1.0/$metadata#places/microsoft.graph.room"
             return _paged(ctx, rooms, room_json, context, ctx.settings.places_page_size)
 
-    @api.route("GET", r"/places/microsoft\.graph\.roomlist", "place.read")
+    @api.route("GET", r"/places/(?:microsoft\.)?graph\.roomlist", "place.read")
     def list_room_lists(ctx: Ctx) -> Response:
         with tenant.lock:
             lists = sorted(tenant.room_lists.values(), key=lambda r: r.address.lower())
             context = f"{ctx.origin}/v1.0/$metadata#places/microsoft.graph.roomList"
             return _paged(ctx, lists, RoomList.to_graph, context, ctx.settings.places_page_size)
 
-    @api.route("GET", r"/places/(?P<list>[^/]+)/microsoft\.graph\.roomlist/rooms", "place.read")
+    @api.route(
+        "GET", r"/places/(?P<list>[^/]+)/(?:microsoft\.)?graph\.roomlist/rooms", "place.read"
+    )
     def list_rooms_in_list(ctx: Ctx) -> Response:
         key = ctx.params["list"]
         with tenant.lock:

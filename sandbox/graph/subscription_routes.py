@@ -36,7 +36,7 @@ class Subscriptions:
         stamp = timeutil.now()
         for change_type, event_id in changes:
             try:
-                change_key = calendar.find(mailbox, event_id).change_key
+                change_key = calendar.find(mailbox, event_id, deleted_items=True).change_key
             except GraphError:
                 change_key = calendar.new_change_key()
             resource = f"Users/{mailbox.id}/Events/{event_id}"

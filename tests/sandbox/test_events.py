@@ -50,10 +50,15 @@ def test_create_get_patch_delete_with_a_new_change_key_each_time(graph: Graph) -
     assert again["changeKey"] not in (event["changeKey"], patched.json()["changeKey"])
     assert again["showAs"] == "tentative"
 
+    # DELETE moves the event to Deleted Items: gone from the calendar, its id still valid.
     assert graph.delete(f"/users/{ROOM}/events/{event['id']}").status_code == 204
-    gone = graph.get(f"/users/{ROOM}/events/{event['id']}")
+    gone = graph.get(f"/users/{ROOM}/calendar/events/{event['id']}")
     assert gone.status_code == 404
     assert gone.json()["error"]["code"] == "ErrorItemNotFound"
+    assert graph.get(f"/users/{ROOM}/events/{event['id']}").status_code == 200
+    # Deleting it from Deleted Items deletes it for good.
+    assert graph.delete(f"/users/{ROOM}/events/{event['id']}").status_code == 204
+    assert graph.get(f"/users/{ROOM}/events/{event['id']}").status_code == 404
     assert graph.delete(f"/users/{ROOM}/events/{event['id']}").status_code == 404
 
 

@@ -84,12 +84,13 @@ def test_subscription_refused_unless_the_token_is_echoed(
 
 
 def test_subscription_rules(sb: Sandbox, graph: Graph, receiver: Receiver) -> None:
-    too_long = subscribe(graph, receiver, expirationDateTime=in_minutes(4231))
+    # Outlook events without resource data: up to 10,080 minutes (7 days).
+    too_long = subscribe(graph, receiver, expirationDateTime=in_minutes(10081))
     assert too_long.status_code == 400
     assert too_long.json()["error"] == {
         **too_long.json()["error"],
         "code": "ExtensionError",
-        "message": "Subscription expiration can only be 4230 minutes in the future.",
+        "message": "Subscription expiration can only be 10080 minutes in the future.",
     }
     assert subscribe(graph, receiver, clientState="x" * 129).status_code == 400
     assert subscribe(graph, receiver, changeType="created,moved").status_code == 400
@@ -100,6 +101,9 @@ def test_subscription_rules(sb: Sandbox, graph: Graph, receiver: Receiver) -> No
     sb.control.update_settings(require_https_notifications=True)
     assert subscribe(graph, receiver).status_code == 400
     assert receiver.validations == []  # nothing was called for refused requests
+    sb.control.update_settings(require_https_notifications=False)
+    week = subscribe(graph, receiver, expirationDateTime=in_minutes(10079))
+    assert week.status_code == 201, week.text
 
 
 def test_change_notifications_arrive_asynchronously_in_graph_shape(

@@ -139,11 +139,17 @@ def drifted_fields(projection: Mapping[str, Any], event: Mapping[str, Any]) -> d
     changes = {
         name: projection[name]
         for name in DRIFT_FIELDS
-        if name in projection and str(projection[name]).lower() != str(event.get(name)).lower()
+        if name in projection
+        and _shown_as(name, projection[name]) != _shown_as(name, event.get(name))
     }
     if "isAllDay" in changes or event_span(projection) != event_span(event):
         changes.update({name: projection[name] for name in ("start", "end", "isAllDay")})
     return changes
+
+
+def _shown_as(name: str, value: Any) -> Any:
+    """A field's value as a person sees it: Graph's enums in any case are the same value."""
+    return str(value).lower() if name in ("showAs", "sensitivity") else value
 
 
 def plan_page(

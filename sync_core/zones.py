@@ -22,7 +22,7 @@ def windows_name(iana: str) -> str:
     """The Windows zone Outlook shows for ``iana``; "UTC" where CLDR has no mapping."""
     if iana in UTC_NAMES:
         return "UTC"
-    return tz_win.get(iana) or tz_win.get(str(ZoneInfo(iana))) or "UTC"
+    return tz_win.get(iana) or "UTC"
 
 
 @cache
@@ -32,7 +32,7 @@ def zone(name: str) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(win_tz.get(name, name))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return UTC  # the service asks Graph for UTC (Prefer: outlook.timezone="UTC")
 
 
@@ -44,7 +44,8 @@ def graph_wall_time(moment: datetime, iana: str) -> dict[str, str]:
     repeated when clocks go back) is written in UTC instead, which names one.
     """
     name = windows_name(iana)
-    local = moment.astimezone(zone(name)).replace(tzinfo=None, fold=0)
-    if local.replace(tzinfo=zone(name)).astimezone(UTC) != moment.astimezone(UTC):
+    tz = zone(name)
+    local = moment.astimezone(tz).replace(tzinfo=None, fold=0)
+    if tz.utcoffset(local) != tz.utcoffset(local.replace(fold=1)):
         name, local = "UTC", moment.astimezone(UTC).replace(tzinfo=None)
     return {"dateTime": local.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": name}

@@ -163,7 +163,8 @@ def test_cancelled_status_removes() -> None:
         # The spring DST change: 03:30 summer time is the instant 01:30Z.
         ("Europe/Zurich", "2027-03-28T03:30:00+02:00", "W. Europe Standard Time", "03:30"),
         ("America/New_York", "2027-11-07T00:30:00-04:00", "Eastern Standard Time", "00:30"),
-        # The hour repeated when clocks go back: its second 01:30 is written in UTC.
+        # The hour repeated when clocks go back: both of its 01:30s are written in UTC.
+        ("America/New_York", "2027-11-07T01:30:00-04:00", "UTC", "05:30"),
         ("America/New_York", "2027-11-07T01:30:00-05:00", "UTC", "06:30"),
         ("Asia/Kolkata", "2027-11-07T09:00:00+05:30", "India Standard Time", "09:00"),
         ("Australia/Sydney", "2027-11-07T02:30:00+11:00", "AUS Eastern Standard Time", "02:30"),

@@ -393,21 +393,27 @@ class GraphClient:
         return self.places(f"/places/{quote(room_list, safe='@')}/microsoft.graph.roomlist/rooms")
 
     def places(self, path: str, top: int = PLACES_PAGE) -> Iterator[dict[str, Any]]:
-        """Every place of a places collection, paged by ``$top``/``$skip`` until a short page.
+        """Every place of a places collection: by ``@odata.nextLink`` where Graph gives one, else
+        by ``$top``/``$skip`` until a short page.
 
         The places API has been reported to leave out ``@odata.nextLink`` (microsoft-graph-docs
-        #341, #6427), so it is not relied on; a page of places already seen ends the read too.
+        #341, #6427); a page of places already seen ends the read too.
         """
         seen: set[str] = set()
         skip = 0
+        body = self.request("GET", path, params={"$top": str(top), "$skip": "0"})
         while True:
-            body = self.request("GET", path, params={"$top": str(top), "$skip": str(skip)})
             page = [p for p in body.get("value", []) if str(p.get("id")) not in seen]
             seen.update(str(p.get("id")) for p in page)
             yield from page
+            skip += len(body.get("value", []))
+            next_link = body.get("@odata.nextLink")
+            if next_link and page:
+                body = self.request("GET", next_link)
+                continue
             if len(body.get("value", [])) < top or not page:
                 return
-            skip += top
+            body = self.request("GET", path, params={"$top": str(top), "$skip": str(skip)})
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -244,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
 
     base = f"http://{args.host}:{args.port}"
     print(listing(functions, timers, base, config.route_prefix), flush=True)
+    if not server.functions_key:
+        print(
+            "no FUNCTIONS_KEY: serving loopback only (requests from other hosts, proxies and "
+            "tunnels get 403; set FUNCTIONS_KEY to serve them)",
+            flush=True,
+        )
 
     stop = threading.Event()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
+import socket
 import sys
 import time
 import uuid
@@ -28,10 +30,20 @@ from devhost.functions import (
 from devhost.hostjson import StartupError
 from devhost.routing import RouteTemplate, compile_route, split_prefix
 from devhost.timers import fire
+from sync_core.problems import PayloadTooLarge, Problem
+from sync_core.web import MAX_BODY_BYTES, problem_response
 
-MAX_BODY = 100 * 1024 * 1024  # the Functions host's request size limit
+# The product refuses bodies over 256 KiB, so the local host stops reading there (the Functions
+# host allows 100 MB, which the product would read and then refuse).
+MAX_BODY = MAX_BODY_BYTES
 ADMIN_PATH = re.compile(r"/admin/functions/([^/]+)/?")
 _HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive"}
+# Headers a reverse proxy or tunnel adds: a request carrying one came from beyond this machine
+# even though its connection is from loopback.
+_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
+DRAIN_BYTES = 1024 * 1024  # read and dropped at most after an early answer, so it arrives
+DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,12 @@ class Reply:
     def json(cls, status: int, document: dict[str, Any]) -> Reply:
         body = json.dumps(document).encode("utf-8")
         return cls(status, body, (("Content-Type", "application/json; charset=utf-8"),))
+
+    @classmethod
+    def problem(cls, problem: Problem) -> Reply:
+        """The product's RFC 9457 answer, for what the host refuses before the product runs."""
+        response = problem_response(problem)
+        return cls(problem.status, response.body, tuple(response.headers.items()))
 
 
 def http_reply(response: Any) -> Reply:
@@ -108,6 +126,19 @@ class DevServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A broken connection is one log line, not a traceback on the console."""
         log.warning("HTTP connection from %s failed: %r", client_address[0], sys.exc_info()[1])
+
+    def local_only(self, peer: str, headers: Any) -> bool:
+        """Without a key the host serves this machine only: True when the request must be
+        refused because it comes from another host or through a proxy or tunnel."""
+        if self.functions_key:
+            return False
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return not address.is_loopback or any(headers.get(h) for h in _PROXY_HEADERS)
 
     def key_ok(self, header: str | None, query: dict[str, str]) -> bool:
         """True when no key is configured, or the request carries it."""
@@ -159,6 +190,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.stopping:
             self.close_connection = True
             self._send(Reply(503))
+            return
+        if self.server.local_only(str(self.client_address[0]), self.headers):
+            log_invocation("-", "http", started, "403", via=f"{self.command} from beyond loopback")
+            self._refuse(
+                Reply.problem(
+                    _Forbidden(
+                        "this host has no FUNCTIONS_KEY, so it serves this machine only; "
+                        "set FUNCTIONS_KEY to serve other hosts or a tunnel"
+                    )
+                )
+            )
             return
         body = self._read_body()
         if body is None:
@@ -257,20 +299,83 @@ class Handler(BaseHTTPRequestHandler):
             return Reply.json(500, {"error": f"{type(error).__name__}: {error}"})
         return Reply(202)
 
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue`` with a body over the limit: 413 before the client sends it."""
+        text = (self.headers.get("Content-Length") or "").strip()
+        if text.isdigit() and int(text) > MAX_BODY:
+            self._too_large(f"the body has {text} bytes")
+            return False
+        return super().handle_expect_100()
+
     def _read_body(self) -> bytes | None:
+        """The body, read no further than ``MAX_BODY``: a longer one is answered 413 from its
+        Content-Length, or as soon as its chunks pass the limit, and the rest is not kept.
+        None when the request was answered here."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            self._send(Reply(411))
+            return self._read_chunked()
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not text.isdigit():
+            self._refuse(Reply(400))
             return None
+        length = int(text)
+        if length > MAX_BODY:
+            self._too_large(f"the body has {length} bytes")
+            return None
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client stopped sending
+            self.close_connection = True
+            return None
+        return body
+
+    def _read_chunked(self) -> bytes | None:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            size = line.split(b";", 1)[0].strip()
+            if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(size):
+                self._refuse(Reply(400))
+                return None
+            length = int(size, 16)
+            if length == 0:
+                break
+            if total + length > MAX_BODY:
+                self._too_large(f"the body has more than {MAX_BODY} bytes")
+                return None
+            chunk = self.rfile.read(length)
+            if len(chunk) < length or self.rfile.readline(3).strip():
+                self._refuse(Reply(400))
+                return None
+            parts.append(chunk)
+            total += length
+        for _ in range(100):  # trailer fields, ignored
+            if self.rfile.readline(8192).strip() == b"":
+                return b"".join(parts)
+        self._refuse(Reply(400))
+        return None
+
+    def _too_large(self, what: str) -> None:
+        self._refuse(Reply.problem(PayloadTooLarge(f"{what}; the limit is {MAX_BODY}")))
+
+    def _refuse(self, reply: Reply) -> None:
+        """Answer before the body was read, then close. The client may still be sending: up to
+        ``DRAIN_BYTES`` are read and dropped for a moment, so that closing does not reset the
+        connection before it has read the answer."""
+        self.close_connection = True
+        self._send(reply)
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self.close_connection = True
-            self._send(Reply(413 if length > MAX_BODY else 400))
-            return None
-        return self.rfile.read(length) if length else b""
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(DRAIN_SECONDS)
+            deadline = time.monotonic() + DRAIN_SECONDS
+            left = DRAIN_BYTES
+            while left > 0 and time.monotonic() < deadline:
+                dropped = self.connection.recv(min(65536, left))
+                if not dropped:
+                    break
+                left -= len(dropped)
+        except OSError:
+            pass
 
     def _send(self, reply: Reply) -> None:
         self.send_response(reply.status)
@@ -282,3 +387,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and reply.body:
             self.wfile.write(reply.body)
+
+
+class _Forbidden(Problem):
+    status, title, slug = 403, "Forbidden", "forbidden"

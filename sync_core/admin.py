@@ -28,7 +28,7 @@ from sync_core.problems import (
     Problem,
     ValidationFailed,
 )
-from sync_core.store.mappings import Mapping, MappingRepository, Privacy, now
+from sync_core.store.mappings import MailboxTaken, Mapping, MappingRepository, Privacy, now
 from sync_core.store.tables import ConflictError, NotFoundError
 from sync_core.validation import check_identifier, normalize_mailbox, parse_model
 
@@ -167,38 +167,70 @@ def put_mapping(
             f"mapping {resource_id!r} changed since it was read (If-Match did not match); "
             "read it again and retry"
         )
+    # Mappings written before mailboxes had claim rows are found by their mailbox.
     for other in repo.by_mailbox(wanted.mailbox):
         if other.resource_id != resource_id:
-            raise Conflict(
-                f"mailbox {wanted.mailbox} is already mapped to resource {other.resource_id!r}; "
-                "unmap it there first"
-            )
+            raise mailbox_taken(wanted.mailbox, other.resource_id)
     if check is not None:
         check(wanted, current)
+    try:
+        repo.claim(wanted.mailbox, resource_id)
+    except MailboxTaken as taken:
+        raise mailbox_taken(wanted.mailbox, taken.resource_id) from None
     moment = now()
     try:
         if current is None:
-            created = Mapping(
-                resource_id=resource_id,
+            result = PutResult(
+                repo.create(
+                    Mapping(
+                        resource_id=resource_id,
+                        mailbox=wanted.mailbox,
+                        privacy=wanted.privacy,
+                        enabled=wanted.enabled,
+                        created_at=moment,
+                        updated_at=moment,
+                    )
+                ),
+                created=True,
+            )
+        else:
+            updated = replace(
+                current,
                 mailbox=wanted.mailbox,
                 privacy=wanted.privacy,
                 enabled=wanted.enabled,
-                created_at=moment,
                 updated_at=moment,
             )
-            return PutResult(repo.create(created), created=True)
-        updated = replace(
-            current,
-            mailbox=wanted.mailbox,
-            privacy=wanted.privacy,
-            enabled=wanted.enabled,
-            updated_at=moment,
-        )
-        return PutResult(repo.replace(updated), created=False, previous=current)
+            result = PutResult(repo.replace(updated), created=False, previous=current)
     except (ConflictError, NotFoundError) as exc:
+        repo.release(wanted.mailbox, resource_id)  # only if this resource does not map it
         raise Conflict(
             f"mapping {resource_id!r} was changed at the same time ({exc}); retry"
         ) from None
+    try:
+        repo.confirm(wanted.mailbox, resource_id)
+    except MailboxTaken as taken:  # another resource took the mailbox over meanwhile
+        _undo(repo, result)
+        raise mailbox_taken(wanted.mailbox, taken.resource_id) from None
+    if current is not None and current.mailbox != wanted.mailbox:
+        repo.release(current.mailbox, resource_id)
+    return result
+
+
+def mailbox_taken(mailbox: str, holder: str) -> Conflict:
+    return Conflict(
+        f"mailbox {mailbox} is already mapped to resource {holder!r}; unmap it there first"
+    )
+
+
+def _undo(repo: MappingRepository, result: PutResult) -> None:
+    """Put the mapping back as it was before a write that lost its mailbox (ETag-guarded)."""
+    with contextlib.suppress(ConflictError, NotFoundError):
+        if result.previous is None:
+            repo.delete(result.mapping.resource_id, etag=result.mapping.etag)
+        else:
+            repo.replace(replace(result.previous, etag=result.mapping.etag))
+    repo.release(result.mapping.mailbox, result.mapping.resource_id)
 
 
 def get_mapping(repo: MappingRepository, resource_id: str) -> Mapping:
@@ -222,6 +254,7 @@ def delete_mapping(
         repo.delete(resource_id, etag=mapping.etag)
     except ConflictError:
         raise Conflict(f"mapping {resource_id!r} was changed at the same time; retry") from None
+    repo.release(mapping.mailbox, resource_id)
     return mapping
 
 
@@ -435,6 +468,7 @@ def remove_mapping(
         svc.mappings.delete(resource_id, etag=mapping.etag)
     except ConflictError:
         raise Conflict(f"mapping {resource_id!r} was changed at the same time; retry") from None
+    svc.mappings.release(mapping.mailbox, resource_id)
     if not purge:
         deactivate(svc, mapping)
     svc.health.clear(resource_id)

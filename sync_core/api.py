@@ -9,7 +9,7 @@ from sync_core import status as status_
 from sync_core.problems import ValidationFailed
 from sync_core.services import services
 from sync_core.store.mappings import Mapping
-from sync_core.validation import check_identifier
+from sync_core.validation import check_identifier, parse_count
 from sync_core.web import Request, Response, json_response
 
 HISTORY_ON_PAGE = 15
@@ -26,19 +26,18 @@ def _mapping_response(
     return json_response(status, mapping.to_json(), headers)
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
+def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
+    """A numeric query parameter: ASCII digits only, 1 to ``maximum``."""
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit():
-        raise ValidationFailed.single(name, "must be a whole number")
-    return int(text)
+    return parse_count(name, text, minimum=1, maximum=maximum)
 
 
 def list_mappings(request: Request) -> Response:
     mappings, continuation = admin.list_mappings(
         services().mappings,
-        page_size=_int_param(request, "limit", 100),
+        page_size=_int_param(request, "limit", 100, admin.MAX_PAGE_SIZE),
         continuation=request.query.get("continuation") or None,
         mailbox=request.query.get("mailbox") or None,
     )
@@ -140,7 +139,7 @@ def history(request: Request) -> Response:
     entries, continuation = status_.history_page(
         services(),
         resource_id=request.query.get("resource_id") or None,
-        limit=_int_param(request, "limit", 50),
+        limit=_int_param(request, "limit", 50, status_.MAX_HISTORY_PAGE),
         continuation=request.query.get("continuation") or None,
     )
     return json_response(

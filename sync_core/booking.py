@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from sync_core.validation import MAX_ID_LENGTH, normalize_mailbox
+from sync_core.validation import MAX_ID_LENGTH, MAX_VERSION, is_proper_text, normalize_mailbox
 from sync_core.zones import graph_wall_time, windows_name
 
 # The extended property that marks events this service owns, and the namespace for transaction
@@ -43,7 +43,12 @@ REMOVING_TYPES = frozenset({"booking.cancelled", "booking.deleted"})
 
 
 def _printable_id(value: str) -> str:
-    if not value or len(value) > MAX_ID_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if (
+        not value
+        or len(value) > MAX_ID_LENGTH
+        or not is_proper_text(value)
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
         raise ValueError(f"must be 1-{MAX_ID_LENGTH} printable characters")
     return value
 
@@ -69,7 +74,8 @@ class Booking(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     id: PlatformId
-    version: StrictInt = Field(ge=1)
+    # Stored as a 64-bit integer: epoch milliseconds and 64-bit row versions fit, larger is a 400.
+    version: StrictInt = Field(ge=1, le=MAX_VERSION)
     resource_id: PlatformId
     status: Status = "confirmed"
     all_day: StrictBool = False  # before start/end: their format depends on it

@@ -4,7 +4,10 @@
 of the booking and queues its id (with the event, when it fits). ``apply`` (the ``apply_booking``
 queue function) converges Outlook to that state: create, patch only what changed, delete, or
 move. It is idempotent: running it twice, late, or after a crash leaves exactly one event per
-booking.
+booking. Its outcome for the platform (``booking.conflict``, ``booking.synced``) is written into
+the link by the same write that records the calendar's new state, and handed to the deliver path
+after it, so a worker that dies in between leaves it owed, and the next message for the booking
+(the redelivery at the latest) hands it over.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from sync_core.problems import Unauthorized, Unavailable
 from sync_core.reconcile import drifted_fields, observable_digest
 from sync_core.services import Services
 from sync_core.store.history import Outcome
-from sync_core.store.links import ConflictError, Link
+from sync_core.store.links import ConflictError, Link, Owed
 from sync_core.store.queues import APPLY_BOOKING, poison_queue
 from sync_core.store.tables import StoreError
 from sync_core.validation import parse_model
@@ -122,9 +125,13 @@ def apply(svc: Services, message: dict[str, Any], *, redelivered: bool = False) 
     event = BookingEvent.model_validate(body)
     booking = event.data
     repair = bool(message.get("repair"))  # a person changed or deleted the projection in Outlook
-    if repair and (link is None or link.state != "active"):
+    if repair and (link is None or link.state == "removed"):
         return  # nothing of ours to restore (it was removed on purpose)
     current = link is not None and link.applied_version >= booking.version
+    if link is not None and link.state == "active" and link.outbox:
+        # A worker died after the link write: what it owes describes the calendar as it is, so
+        # it goes out first, also when this message brings a newer version.
+        link = _finish(svc, booking, link)
     if link is not None and link.state != "pending" and current and not repair:
         return  # this version (or a newer one) is already in the calendar
     mapping = svc.mappings.recent(booking.resource_id)
@@ -154,8 +161,11 @@ def _converge(
     if link is not None and link.state != "removed" and link.mailbox != target:
         _remove(svc, link)
         moved = target is not None
+        # A move is applied only once the new calendar holds the event: until then the link is
+        # not current, so a worker that dies in between leaves the create to the retry.
+        applied = link.applied_version if moved else booking.version
         link = svc.links.save(
-            replace(link, state="removed", event_id=None, applied_version=booking.version)
+            replace(link, state="removed", event_id=None, applied_version=applied)
         )
         if target is None:
             return _Outcome("booking.delete", "ok", f"removed from {link.mailbox}")
@@ -202,34 +212,35 @@ def _converge(
     else:
         current_id = link.event_id
         assert current_id is not None
-        shown: dict[str, Any] | None = None
-        changes = changed_fields(projection, link.fingerprints)
-        if repair:
-            # Restore only what differs from what Outlook shows: rewriting the rest (the body
-            # above all) would cost writes and could drop the Teams meeting.
-            shown = _shown(svc, target, current_id)
-            if shown is not None:
-                changes.update(drifted_fields(projection, shown))
-        if link.join_url:  # asking for the meeting again could replace its join link
-            changes.pop("isOnlineMeeting", None)
-            changes.pop("onlineMeetingProvider", None)
-        if shown is None and repair:
+        # A repair of a booking that did not change since it was written restores only what a
+        # person changed; rewriting the rest (the body above all) costs writes and the meeting.
+        settled = repair and link.applied_version >= booking.version
+        shown = _shown(svc, target, current_id) if repair else None
+        if repair and shown is None:
             written, link = _recreate(svc, booking, link, target, projection)
             action, detail = "booking.repair", f"recreated in {target} after it was deleted"
-        elif not changes:
-            if repair and link.applied_version >= booking.version:
-                return None  # the calendar matches the booking: nothing to do, nothing to say
-            svc.links.save(
-                replace(link, applied_version=booking.version, resource_id=booking.resource_id)
-            )
-            _synced(svc, booking, link)
-            return _Outcome("booking.update", "ok", "calendar already matches")
         else:
+            changes = {} if settled else changed_fields(projection, link.fingerprints)
+            if shown is not None:
+                changes.update(drifted_fields(projection, shown))
+            if link.join_url:  # asking for the meeting again could replace its join link
+                changes.pop("isOnlineMeeting", None)
+                changes.pop("onlineMeetingProvider", None)
+            detail = ""
             if "body" in changes and (link.join_url or (shown or {}).get("isOnlineMeeting")):
-                shown = shown or svc.graph.get_event(target, current_id)
-                join_url = link.join_url or (shown.get("onlineMeeting") or {}).get("joinUrl")
-                blob = meeting_blob(str((shown.get("body") or {}).get("content") or ""), join_url)
-                changes["body"] = body_keeping_meeting(changes["body"], blob)
+                shown = shown or _shown(svc, target, current_id)
+                if shown is not None and not _keep_meeting(changes, shown, link):
+                    detail = "; notes not rewritten: the Teams block was not found in the body"
+            if not changes:
+                if settled:
+                    _refresh_format(svc, booking, link, target, projection, prints)
+                    return None  # the calendar matches the booking: nothing to do or to say
+                done = replace(
+                    link, applied_version=booking.version, resource_id=booking.resource_id
+                )
+                synced = _synced(booking, done, _meeting_warnings(projection, link.join_url))
+                _hand_over(svc, svc.links.save(replace(done, outbox=(synced,))))
+                return _Outcome("booking.update", "ok", "calendar already matches" + detail)
             # Recorded first: a read of the mailbox between the PATCH and the link write must
             # see this change as ours, not as a person's edit.
             svc.links.index(
@@ -240,15 +251,13 @@ def _converge(
                 observable_digest(projection),
                 booking.calendar_span(),
             )
+            fields = ", ".join(sorted(changes))
             try:
                 written = svc.graph.update_event(target, current_id, changes)
                 action, detail = (
-                    (
-                        "booking.repair",
-                        f"restored {', '.join(sorted(changes))} after an edit in Outlook",
-                    )
-                    if repair and link.applied_version >= booking.version
-                    else ("booking.update", f"changed {', '.join(sorted(changes))}")
+                    ("booking.repair", f"restored {fields} after an edit in Outlook" + detail)
+                    if settled
+                    else ("booking.update", f"changed {fields}" + detail)
                 )
             except GraphError as error:
                 if error.kind is not ErrorKind.ITEM_NOT_FOUND:
@@ -263,39 +272,109 @@ def _converge(
         if "onlineMeeting" in written
         else link.join_url
     )
-    warnings = []
-    if projection.get("isOnlineMeeting") and written.get("isOnlineMeeting") is False:
-        # Graph answers 2xx without the meeting when the calendar does not offer Teams.
-        warnings.append(NO_TEAMS)
+    # Graph answers 2xx without the meeting when the calendar does not offer Teams.
+    warnings = _meeting_warnings(projection, join_url)
+    if warnings:
         detail += f"; {NO_TEAMS['message']}"
+    done = replace(
+        link,
+        resource_id=booking.resource_id,
+        state="active",
+        event_id=event_id,
+        applied_version=booking.version,
+        fingerprints=prints,
+        content_hash=content_hash(prints),
+        web_link=written.get("webLink") or link.web_link,
+        join_url=join_url,
+    )
+    # The outcome is owed from the moment the calendar's state is recorded: one write for both.
+    owed = (*_conflicts(svc, booking, target, event_id), _synced(booking, done, warnings))
     try:
-        link = svc.links.save(
-            replace(
-                link,
-                resource_id=booking.resource_id,
-                state="active",
-                event_id=event_id,
-                applied_version=booking.version,
-                fingerprints=prints,
-                content_hash=content_hash(prints),
-                web_link=written.get("webLink") or link.web_link,
-                join_url=join_url,
-            )
-        )
+        link = svc.links.save(replace(done, outbox=owed))
     except ConflictError:
         _drop_if_orphaned(svc, booking.id, target, link.transaction_id, event_id)
         raise  # the message is retried and converges to what the other worker left
+    _index(svc, booking, link, projection)
+    _hand_over(svc, link)
+    return _Outcome(action, "ok", detail)
+
+
+def _index(svc: Services, booking: Booking, link: Link, projection: dict[str, Any]) -> None:
+    """Record the written event as ours, with what a person sees of it (drift is told by it)."""
+    assert link.event_id is not None
+    svc.links.index(
+        link.mailbox,
+        link.transaction_id,
+        booking.id,
+        link.event_id,
+        observable_digest(projection),
+        booking.calendar_span(),
+    )
+
+
+def _finish(svc: Services, booking: Booking, link: Link) -> Link:
+    """Complete what a worker left undone after the link write that made the booking current:
+    the index entry (when ``booking`` is the version applied), then the owed outcome."""
+    if booking.version == link.applied_version and link.event_id:
+        projection = project(
+            booking, category=svc.settings.event_category, invite_guests=svc.settings.invite_guests
+        )
+        _index(svc, booking, link, projection)
+    return _hand_over(svc, link)
+
+
+def _hand_over(svc: Services, link: Link) -> Link:
+    """Emit what the link owes the platform, then empty its outbox. The emptying is guarded by
+    the ETag: a worker that wrote the link since replaced its outbox with what is owed now."""
+    for owed in link.outbox:
+        svc.platform.emit(owed.type, owed.resource_id, owed.data, at_once=True)
+        if owed.type == "booking.conflict":
+            svc.history.add(owed.resource_id, "booking.conflict", link.booking_id, "conflict",
+                f"overlaps {len(owed.data['conflicts'])} Outlook event(s) in {link.mailbox}",
+            )  # fmt: skip
+    try:
+        return svc.links.save(replace(link, outbox=()))
+    except ConflictError:
+        return link
+
+
+def _meeting_warnings(projection: dict[str, Any], join_url: str | None) -> list[dict[str, str]]:
+    return [NO_TEAMS] if projection.get("isOnlineMeeting") and not join_url else []
+
+
+def _keep_meeting(changes: dict[str, Any], shown: dict[str, Any], link: Link) -> bool:
+    """Put the meeting block of the event as shown into the new body. Without the block the
+    body is left out (sending it would end the meeting); False then."""
+    join_url = (shown.get("onlineMeeting") or {}).get("joinUrl") or link.join_url
+    blob = meeting_blob(str((shown.get("body") or {}).get("content") or ""), join_url)
+    if not blob and shown.get("isOnlineMeeting"):
+        del changes["body"]
+        return False
+    changes["body"] = body_keeping_meeting(changes["body"], blob)
+    return True
+
+
+def _refresh_format(
+    svc: Services,
+    booking: Booking,
+    link: Link,
+    target: str,
+    projection: dict[str, Any],
+    prints: dict[str, str],
+) -> None:
+    """The event matches its booking but was recorded in an earlier projection format (another
+    zone name, all-day by instants): record it in this one, so reads compare like with like."""
+    if link.fingerprints == prints or link.event_id is None:
+        return
     svc.links.index(
         target,
         link.transaction_id,
         booking.id,
-        event_id,
+        link.event_id,
         observable_digest(projection),
         booking.calendar_span(),
     )
-    _report_conflicts(svc, booking, target, event_id)
-    _synced(svc, booking, link, warnings)
-    return _Outcome(action, "ok", detail)
+    svc.links.save(replace(link, fingerprints=prints, content_hash=content_hash(prints)))
 
 
 def _shown(svc: Services, mailbox: str, event_id: str) -> dict[str, Any] | None:
@@ -387,44 +466,39 @@ def _remove(svc: Services, link: Link) -> None:
     svc.links.unindex(link.mailbox, link.transaction_id)
 
 
-def _report_conflicts(svc: Services, booking: Booking, mailbox: str, event_id: str) -> None:
-    start, end = booking.interval_utc()
-    conflicts = [b for b in svc.blockers.overlapping(mailbox, start, end) if b.event_id != event_id]
+def _conflicts(svc: Services, booking: Booking, mailbox: str, event_id: str) -> list[Owed]:
+    """``booking.conflict`` if the booking overlaps busy Outlook time (none if it does not)."""
+    timed, dated = booking.interval_utc(), booking.calendar_span()
+    near = svc.blockers.overlapping(mailbox, min(timed[0], dated[0]), max(timed[1], dated[1]))
+    conflicts = []
+    for b in near:
+        # Two all-day events overlap by their dates; anything else by its time.
+        start, end = dated if (booking.all_day and b.all_day) else timed
+        if b.event_id != event_id and b.start < end and start < b.end:
+            conflicts.append(b)
     if not conflicts:
-        return
-    svc.platform.emit(
-        "booking.conflict",
-        booking.resource_id,
-        {
-            "booking_id": booking.id,
-            "conflicts": [
-                {"blocker_id": b.id, "start": _iso(b.start), "end": _iso(b.end)} for b in conflicts
-            ],
-        },
-        at_once=True,
-    )
-    svc.history.add(booking.resource_id, "booking.conflict", booking.id, "conflict",
-        f"overlaps {len(conflicts)} Outlook event(s) in {mailbox}",
-    )  # fmt: skip
+        return []
+    data = {
+        "booking_id": booking.id,
+        "conflicts": [
+            {"blocker_id": b.id, "start": _when(b.start, b.all_day), "end": _when(b.end, b.all_day)}
+            for b in conflicts
+        ],
+    }
+    return [Owed("booking.conflict", booking.resource_id, data)]
 
 
-def _synced(
-    svc: Services, booking: Booking, link: Link, warnings: list[dict[str, str]] | None = None
-) -> None:
-    svc.platform.emit(
-        "booking.synced",
-        booking.resource_id,
-        {
-            "booking_id": booking.id,
-            "version": booking.version,
-            "mailbox": link.mailbox,
-            "event_id": link.event_id,
-            "web_link": link.web_link,
-            "online_meeting_url": link.join_url,
-            "warnings": warnings or [],
-        },
-        at_once=True,
-    )
+def _synced(booking: Booking, link: Link, warnings: list[dict[str, str]] | None = None) -> Owed:
+    data = {
+        "booking_id": booking.id,
+        "version": booking.version,
+        "mailbox": link.mailbox,
+        "event_id": link.event_id,
+        "web_link": link.web_link,
+        "online_meeting_url": link.join_url,
+        "warnings": warnings or [],
+    }
+    return Owed("booking.synced", booking.resource_id, data)
 
 
 def _failed(
@@ -459,6 +533,11 @@ def _failed(
 def _fits(body: dict[str, Any]) -> bool:
     """Whether an event can ride along in its queue message (64 KiB once base64-encoded)."""
     return len(json.dumps(body, separators=(",", ":")).encode()) <= CARRIED_EVENT_BYTES
+
+
+def _when(moment: datetime, all_day: bool) -> str:
+    """A blocker's start or end as the platform gets it: all-day ones by their dates."""
+    return moment.date().isoformat() if all_day else _iso(moment)
 
 
 def _iso(moment: datetime) -> str:

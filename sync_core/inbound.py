@@ -12,6 +12,7 @@ import hmac
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from sync_core import subscriptions
 from sync_core.booking import window_for
 from sync_core.graph import DeltaPage, DeltaReset, GraphError
 from sync_core.platform import retry_delay
-from sync_core.problems import ValidationFailed
+from sync_core.problems import PayloadTooLarge, ValidationFailed
 from sync_core.reconcile import (
     blocker_id,
     missing_projections,
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 LEASE_BUSY_DELAY = 2  # seconds before a sync that found the mailbox busy tries again
 MAX_HORIZON_WAIT = 2.0  # seconds a queued read waits at most for its horizon
+# Notifications in one request. Graph batches a few per delivery; 256 KiB holds about 500 of
+# its real ones, so only a forged request comes near this (and gets 413).
+MAX_NOTIFICATIONS = 1000
+# Graph's subscription ids are GUIDs; a longer one is unknown without a look-up.
+MAX_SUBSCRIPTION_ID = 128
 
 
 def _now() -> datetime:
@@ -58,7 +64,12 @@ def _validation_echo(request: Request) -> Response | None:
     if token is None:
         return None
     # The query value is already URL-decoded; Graph wants it back verbatim, as text.
-    return Response(200, token.encode("utf-8"), {"Content-Type": "text/plain; charset=utf-8"})
+    return Response(
+        200,
+        token.encode("utf-8"),
+        # Echoed caller text: never let a browser sniff it into HTML.
+        {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def _notifications(request: Request) -> list[dict[str, Any]]:
@@ -66,6 +77,10 @@ def _notifications(request: Request) -> list[dict[str, Any]]:
     items = body.get("value") if isinstance(body, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ValidationFailed.single("value", "must be a list of notifications")
+    if len(items) > MAX_NOTIFICATIONS:
+        raise PayloadTooLarge(
+            f"the request has {len(items)} notifications; the limit is {MAX_NOTIFICATIONS}"
+        )
     return items
 
 
@@ -78,24 +93,111 @@ class NotificationGate:
     ``WINDOW`` share one read whose horizon is the end of the window, and windows grow while the
     burst goes on. Every notification is thus covered by a queued read that starts after it
     arrived, and a burst of 200 in a second costs three reads.
+
+    The routes are anonymous, so what one request can cost is bounded too (:meth:`records`):
+    each distinct subscription id is looked up once per request, a few with point reads and
+    more with one query of every subscription (a deployment has one per mapping). Ids found
+    nowhere are remembered as unknown for ``UNKNOWN_TTL``, and the look-up behind that memory
+    may be ``LISTING_AGE`` old, so a forged request costs at most one query and a repeated one
+    none. That memory is forgotten whenever this process writes a subscription record, so a
+    subscription it creates is accepted at once. One that another instance creates can be
+    taken as unknown here for up to ``UNKNOWN_TTL`` after its record was written, if this
+    instance looked its id up (or listed every subscription, as it does under forged traffic)
+    just before the write. Nothing is lost for good then: reads are delta reads, so the next
+    accepted notification of the mailbox, or the safety sweep, reads what those dropped ones
+    were about.
     """
 
     TTL = 300.0
     WINDOW = timedelta(milliseconds=500)
     MAX_WINDOW = timedelta(seconds=2)
+    UNKNOWN_TTL = 30.0  # seconds an id found nowhere is taken as unknown without a read
+    MAX_UNKNOWN = 10_000  # unknown ids remembered at most
+    POINT_READS = 3  # up to this many ids are looked up one by one; more with one query
+    LISTING_AGE = 2.0  # seconds a query of every subscription is reused for other ids
+    RECHECK = 5.0  # a record whose clientState did not match is read again if older than this
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: Recent[str, SubscriptionRecord] = Recent(self.TTL)
+        self._unknown: dict[str, float] = {}  # subscription id → when it was found nowhere
+        self._listing: tuple[float, set[str]] | None = None  # when, the ids every query found
+        self._last_miss = float("-inf")  # when an id was last found nowhere
+        self._writes = 0  # svc.subscriptions.writes the two above hold for
         self._horizon: dict[str, datetime] = {}  # mailbox → horizon of the last queued read
         self._streak: dict[str, int] = {}  # mailbox → delayed reads queued in a row
 
     def record(
         self, svc: Services, subscription_id: str, fresh: bool = False
     ) -> SubscriptionRecord | None:
-        if fresh:
-            self._records.forget(subscription_id)
-        return self._records.get(subscription_id, lambda: svc.subscriptions.by_id(subscription_id))
+        """One subscription's record; ``fresh`` reads it again if older than ``RECHECK``."""
+        return self._records.get(
+            subscription_id,
+            lambda: svc.subscriptions.by_id(subscription_id),
+            self.RECHECK if fresh else None,
+        )
+
+    def records(self, svc: Services, subscription_ids: set[str]) -> dict[str, SubscriptionRecord]:
+        """The records of those ids that name a subscription, with at most ``POINT_READS``
+        point reads or one query of every subscription."""
+        writes = svc.subscriptions.writes  # before any read: a write after it voids what is read
+        now = time.monotonic()
+        found: dict[str, SubscriptionRecord] = {}
+        pending: list[str] = []
+        with self._lock:
+            if writes != self._writes:
+                self._unknown.clear()
+                self._listing = None
+                self._writes = writes
+            listing = self._listing
+            if listing is not None and now - listing[0] >= self.LISTING_AGE:
+                listing = None
+            for subscription_id in subscription_ids:
+                record = self._records.peek(subscription_id)
+                if record is not None:
+                    found[subscription_id] = record
+                elif len(subscription_id) > MAX_SUBSCRIPTION_ID or self._known_unknown(
+                    subscription_id, now
+                ):
+                    continue
+                elif listing is not None and subscription_id not in listing[1]:
+                    self._unknown[subscription_id] = self._last_miss = listing[0]
+                else:
+                    pending.append(subscription_id)
+        if not pending:
+            return found
+        # Point reads for a few ids, unless ids were found nowhere lately (forged requests):
+        # then one query, which later requests share for LISTING_AGE.
+        listed = len(pending) > self.POINT_READS or now - self._last_miss < self.UNKNOWN_TTL
+        if not listed:
+            known = {i: r for i in pending if (r := self._records.get(i, self._loader(svc, i)))}
+        else:
+            known = svc.subscriptions.all_by_id()
+            for subscription_id, record in known.items():
+                self._records.put(subscription_id, record)
+        with self._lock:
+            if writes == self._writes:  # else a record was written meanwhile: remember nothing
+                if listed:
+                    self._listing = (now, set(known))
+                if len(self._unknown) + len(pending) > self.MAX_UNKNOWN:
+                    cutoff = now - self.UNKNOWN_TTL
+                    self._unknown = {k: t for k, t in self._unknown.items() if t > cutoff}
+                    if len(self._unknown) + len(pending) > self.MAX_UNKNOWN:
+                        self._unknown.clear()
+                for subscription_id in pending:
+                    if subscription_id not in known:
+                        self._unknown[subscription_id] = now
+                        self._last_miss = now
+        found.update((i, known[i]) for i in pending if i in known)
+        return found
+
+    def _known_unknown(self, subscription_id: str, now: float) -> bool:
+        since = self._unknown.get(subscription_id)
+        return since is not None and now - since < self.UNKNOWN_TTL
+
+    @staticmethod
+    def _loader(svc: Services, subscription_id: str) -> Callable[[], SubscriptionRecord | None]:
+        return lambda: svc.subscriptions.by_id(subscription_id)
 
     def queue_read(self, svc: Services, mailbox: str) -> bool:
         """Make sure a read of ``mailbox`` starting after now is queued; True if one was sent."""
@@ -121,20 +223,40 @@ class NotificationGate:
         return True
 
 
-def _verified_mailbox(svc: Services, item: dict[str, Any]) -> str | None:
-    """The mailbox a notification is about, if its clientState matches the subscription's."""
-    subscription_id = str(item.get("subscriptionId") or "")
-    given = str(item.get("clientState") or "")
-    record = svc.gate.record(svc, subscription_id) if subscription_id else None
-    if record is not None and not hmac.compare_digest(given.encode(), record.client_state.encode()):
-        record = svc.gate.record(svc, subscription_id, fresh=True)  # recreated meanwhile?
-    if record is None or not hmac.compare_digest(given.encode(), record.client_state.encode()):
-        log.warning(
-            "dropped a notification for subscription %r: unknown subscription or wrong clientState",
-            subscription_id[:64],
+def _matches(given: str, record: SubscriptionRecord) -> bool:
+    return hmac.compare_digest(given.encode(), record.client_state.encode())
+
+
+def _verified_mailboxes(svc: Services, items: list[dict[str, Any]], what: str) -> list[str | None]:
+    """For each item, the mailbox it is about if its clientState matches the subscription's.
+
+    Each distinct subscription id is looked up once (:meth:`NotificationGate.records`) and each
+    distinct (id, clientState) pair checked once; what is dropped is one warning per request.
+    """
+    pairs = [
+        (str(item.get("subscriptionId") or ""), str(item.get("clientState") or ""))
+        for item in items
+    ]
+    records = svc.gate.records(svc, {sid for sid, _ in pairs if sid})
+    verdicts: dict[tuple[str, str], str | None] = {}
+    for subscription_id, given in dict.fromkeys(pairs):
+        record = records.get(subscription_id)
+        if record is not None and not _matches(given, record):
+            record = svc.gate.record(svc, subscription_id, fresh=True)  # recreated meanwhile?
+        verdicts[(subscription_id, given)] = (
+            record.mailbox if record is not None and _matches(given, record) else None
         )
-        return None
-    return record.mailbox
+    mailboxes = [verdicts[pair] for pair in pairs]
+    dropped = [sid for (sid, _), mailbox in zip(pairs, mailboxes, strict=True) if mailbox is None]
+    if dropped:
+        log.warning(
+            "dropped %d %s(s) for %d subscription(s) (unknown, or wrong clientState), e.g. %r",
+            len(dropped),
+            what,
+            len(set(dropped)),
+            dropped[0][:64],
+        )
+    return mailboxes
 
 
 def receive_notifications(svc: Services, request: Request) -> Response:
@@ -142,7 +264,8 @@ def receive_notifications(svc: Services, request: Request) -> Response:
     echo = _validation_echo(request)
     if echo is not None:
         return echo
-    mailboxes = {m for m in (_verified_mailbox(svc, i) for i in _notifications(request)) if m}
+    items = _notifications(request)
+    mailboxes = {m for m in _verified_mailboxes(svc, items, "notification") if m}
     for mailbox in sorted(mailboxes):
         # A failure here propagates as a 5xx, so Graph delivers the batch again.
         svc.gate.queue_read(svc, mailbox)
@@ -154,15 +277,18 @@ def receive_lifecycle(svc: Services, request: Request) -> Response:
     echo = _validation_echo(request)
     if echo is not None:
         return echo
-    queued = 0
-    for item in _notifications(request):
-        event = str(item.get("lifecycleEvent") or "")
-        mailbox = _verified_mailbox(svc, item)
-        if mailbox is None or event not in LIFECYCLE_EVENTS:
-            continue
+    items = _notifications(request)
+    mailboxes = _verified_mailboxes(svc, items, "lifecycle notification")
+    # The same event for the same mailbox twice in one request is one message.
+    wanted = dict.fromkeys(
+        (mailbox, event)
+        for item, mailbox in zip(items, mailboxes, strict=True)
+        if mailbox is not None
+        and (event := str(item.get("lifecycleEvent") or "")) in LIFECYCLE_EVENTS
+    )
+    for mailbox, event in wanted:
         svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "lifecycle": event, "full": True})
-        queued += 1
-    return json_response(202, {"queued": queued})
+    return json_response(202, {"queued": len(wanted)})
 
 
 # -- the sync -----------------------------------------------------------------------------------
@@ -292,6 +418,9 @@ def _apply_round(
                 title=state.title,
                 content_hash=state.digest(),
             )
+            # Queued before it is recorded as sent: a worker that dies in between leaves the
+            # digest unchanged, and the redelivered read (the delta link is stored only once the
+            # round is complete) sends it again.
             _emit_upsert(svc, blocker)
             svc.blockers.put(blocker)
             digests[blocker.id] = blocker.content_hash
@@ -343,6 +472,7 @@ def _emit_upsert(svc: Services, blocker: Blocker) -> None:
 
 
 def _delete(svc: Services, mapping: Mapping, bid: str, digests: dict[str, str]) -> None:
+    # Queued before the mirror forgets it, as for upserts: a redelivery deletes it again.
     svc.platform.emit("blocker.deleted", mapping.resource_id, {"id": bid})
     svc.blockers.delete(mapping.mailbox, bid)
     digests.pop(bid, None)

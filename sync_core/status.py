@@ -488,12 +488,17 @@ def check_mailbox(graph: GraphClient, mapping: Mapping) -> Check:
 
 
 def check_subscriptions(svc: Services, graph: GraphClient, active: list[Mapping]) -> Check:
-    if not active:
-        return Check("subscriptions", "pass", "no active mapping needs one")
+    """Every enabled mapping's subscription is alive (FAIL otherwise); no mailbox is mapped to
+    several resources (FAIL, from before one mailbox was kept to one resource); Graph holds no
+    subscription for this app that no enabled mapping owns (WARN: an unmapped mailbox's, or a
+    duplicate beside a mailbox's recorded one)."""
+    from sync_core import subscriptions
+
     try:
-        alive = {str(s.get("id")): s for s in graph.subscriptions()}
+        listed = list(graph.subscriptions())
     except GraphError as error:
         return _failed("subscriptions", error)
+    alive = {str(s.get("id")): s for s in listed}
     records = {r.mailbox: r for r in svc.subscriptions.all()}
     now = _now()
     problems = []
@@ -507,18 +512,50 @@ def check_subscriptions(svc: Services, graph: GraphClient, active: list[Mapping]
             problems.append(f"{mapping.resource_id}: Graph no longer knows the subscription")
         elif alive[record.subscription_id].get("notificationUrl") != svc.settings.notification_url:
             problems.append(f"{mapping.resource_id}: it notifies another URL")
+    shared: dict[str, list[str]] = {}
+    for mapping in svc.mappings.all():
+        shared.setdefault(mapping.mailbox, []).append(mapping.resource_id)
+    several = {m: sorted(ids) for m, ids in sorted(shared.items()) if len(ids) > 1}
+    unowned = subscriptions.unowned(svc, listed)
+    summary = f"{len(active) - len(problems)} of {len(active)} alive"
+    if several:
+        return Check(
+            "subscriptions",
+            "fail",
+            "; ".join(
+                [summary, *problems]
+                + [f"{m} is mapped to {len(ids)} resources ({', '.join(ids)})"
+                   for m, ids in several.items()]
+            ),
+            "One mailbox serves one resource: delete or move every mapping of the mailbox but "
+            "one (DELETE /api/admin/mappings/{resource_id} or `python -m sync_core unmap "
+            "RESOURCE`).",
+            "MailboxMappedTwice",
+        )  # fmt: skip
     if problems:
         return Check(
             "subscriptions",
             "fail",
-            f"{len(active) - len(problems)} of {len(active)} alive; " + "; ".join(problems),
+            f"{summary}; " + "; ".join(problems),
             "Resync the mapping (POST /api/admin/mappings/{resource_id}/resync or "
             "`python -m sync_core resync RESOURCE`) to recreate it now; the renew_subscriptions "
             "timer also recreates it within 6 hours. If creating fails, check the "
             "notification URL check below.",
             "SubscriptionMissing",
         )
-    return Check("subscriptions", "pass", f"{len(active)} of {len(active)} alive")
+    if unowned:
+        return Check(
+            "subscriptions",
+            "warn",
+            f"{summary}; {len(unowned)} subscription(s) no enabled mapping owns: "
+            + "; ".join(u.describe() for u in unowned),
+            "They send notifications nobody needs. The renew_subscriptions timer deletes them "
+            "on its next pass (within 6 hours); to delete them now, run that function once.",
+            "SubscriptionUnowned",
+        )
+    if not active:
+        return Check("subscriptions", "pass", "no active mapping needs one")
+    return Check("subscriptions", "pass", summary)
 
 
 def check_echo(settings: Settings) -> Check:

@@ -2,16 +2,21 @@
 
 Renewal walks every active mapping: a missing subscription is created, one with less than half
 its lifetime left is renewed (in ``$batch`` requests of 20), one Graph no longer knows (404) is
-created again, and subscriptions of mappings that are gone or deactivated are deleted.
+created again, and subscriptions of mappings that are gone or deactivated are deleted. Once a day,
+after a removal, or after a create that never recorded its result, the pass also lists what Graph
+holds for this app's notification URL and deletes every subscription no enabled mapping owns:
+those of unmapped mailboxes and duplicates beside a mailbox's recorded one.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from sync_core.graph import BatchRequest, GraphError
 from sync_core.graph.client import parse_graph_timestamp
@@ -26,6 +31,9 @@ log = logging.getLogger(__name__)
 
 CHANGE_TYPES = "created,updated,deleted"
 ORPHAN_GRACE = timedelta(minutes=10)  # a create still unrecorded after this has failed midway
+SWEEP_INTERVAL = timedelta(days=1)  # how often a pass lists Graph's subscriptions unasked
+SETTLE = timedelta(minutes=1)  # a by-id row this young may belong to a create still recording
+_EVENTS_RESOURCE = re.compile(r"^/?users/([^/]+)/events$", re.IGNORECASE)
 
 
 @dataclass
@@ -122,8 +130,15 @@ def reauthorize(svc: Services, mapping: Mapping) -> None:
         recreate(svc, mapping)
 
 
-def remove(svc: Services, mailbox: str) -> bool:
-    """Stop notifications for a mailbox (mapping deactivated or deleted)."""
+def remove(svc: Services, mailbox: str, *, ask_sweep: bool = True) -> bool:
+    """Stop notifications for a mailbox (mapping deactivated, deleted or moved away), unless an
+    enabled mapping names the mailbox by now (another resource took it and uses the
+    subscription). Asks the next renewal pass to sweep, for duplicates a concurrent create made.
+    """
+    if any(m.enabled for m in svc.mappings.by_mailbox(mailbox)):
+        return False
+    if ask_sweep:
+        svc.subscriptions.request_sweep()
     record = svc.subscriptions.by_mailbox(mailbox)
     if record is None:
         return False
@@ -152,8 +167,10 @@ def renew_all(svc: Services) -> RenewalReport:
     for mailbox, record in records.items():
         if mailbox not in active:  # mapping gone or deactivated
             try:
-                remove(svc, mailbox)
-                report.deleted += 1
+                if remove(svc, mailbox):
+                    report.deleted += 1
+                elif (current := svc.subscriptions.by_mailbox(mailbox)) is not None:
+                    kept.append(current)  # mapped again since the pass began: not renewed now
             except GraphError as error:
                 log.warning("could not delete subscription for %s: %s", mailbox, error)
                 report.failed += 1
@@ -218,28 +235,94 @@ def renew_all(svc: Services) -> RenewalReport:
         except GraphError as error:
             _record_failure(svc, mapping, error)
             report.failed += 1
-    if svc.subscriptions.unfinished(older_than=ORPHAN_GRACE):
-        # Only after a create that never recorded its result: list what Graph holds for us.
-        report.deleted += _delete_unknown(svc, {r.subscription_id for r in svc.subscriptions.all()})
-        svc.subscriptions.clear_unfinished(older_than=ORPHAN_GRACE)
+    if svc.subscriptions.unfinished(older_than=ORPHAN_GRACE) or svc.subscriptions.sweep_due(
+        SWEEP_INTERVAL
+    ):
+        deleted, failed = sweep(svc)
+        report.deleted += deleted
+        report.failed += failed
     log.info("subscription renewal: %s", report)
     return report
 
 
-def _delete_unknown(svc: Services, known: set[str]) -> int:
-    """Subscriptions Graph holds for our URL that no record knows (a crash after creating one)."""
-    deleted = 0
+@dataclass(frozen=True)
+class Unowned:
+    """A subscription Graph holds for this app that no enabled mapping owns."""
+
+    subscription_id: str
+    mailbox: str
+    reason: str  # "no enabled mapping" or "duplicate" (the mailbox's recorded one is another)
+    recorded: bool  # it is the mailbox's recorded subscription
+
+    def describe(self) -> str:
+        return f"{self.subscription_id} ({self.mailbox}: {self.reason})"
+
+
+def mailbox_of(subscription: dict[str, Any]) -> str | None:
+    """The mailbox of a ``users/{mailbox}/events`` subscription, None for any other resource."""
+    match = _EVENTS_RESOURCE.match(str(subscription.get("resource") or ""))
+    return unquote(match.group(1)).lower() if match else None
+
+
+def ours(svc: Services, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The listed subscriptions that notify this deployment about a mailbox's events."""
+    url = svc.settings.notification_url
+    return [s for s in listed if s.get("notificationUrl") == url and mailbox_of(s) is not None]
+
+
+def unowned(svc: Services, listed: list[dict[str, Any]]) -> list[Unowned]:
+    """Of ``listed`` (read from Graph before this call), the subscriptions of this deployment no
+    enabled mapping owns. Left out, as possibly a create in flight: those of a mailbox whose
+    create started less than :data:`ORPHAN_GRACE` ago, and those recorded less than
+    :data:`SETTLE` ago."""
+    mapped = {m.mailbox for m in svc.mappings.all(enabled_only=True)}
+    recorded = {r.mailbox: r.subscription_id for r in svc.subscriptions.all()}
+    intents = svc.subscriptions.intents()
+    now = _now()
+    found: list[Unowned] = []
+    for sub in ours(svc, listed):
+        mailbox, sub_id = mailbox_of(sub), str(sub.get("id") or "")
+        if mailbox is None or not sub_id:
+            continue
+        is_recorded = recorded.get(mailbox) == sub_id
+        if mailbox in mapped and is_recorded:
+            continue
+        started = intents.get(mailbox)
+        if started is not None and now - started < ORPHAN_GRACE:
+            continue
+        row = None if is_recorded else svc.subscriptions.by_id(sub_id)
+        if row is not None and row.written_at is not None and now - row.written_at < SETTLE:
+            continue
+        reason = "duplicate" if mailbox in mapped else "no enabled mapping"
+        found.append(Unowned(sub_id, mailbox, reason, is_recorded))
+    return found
+
+
+def sweep(svc: Services) -> tuple[int, int]:
+    """List Graph's subscriptions for this app and delete those no enabled mapping owns, with
+    their records. Returns (deleted, failed); the sweep counts as done only without failures."""
+    started = _now()
     try:
-        for sub in list(svc.graph.subscriptions()):
-            if (
-                sub.get("notificationUrl") == svc.settings.notification_url
-                and sub["id"] not in known
-            ):
-                svc.graph.delete_subscription(str(sub["id"]))
-                deleted += 1
+        listed = list(svc.graph.subscriptions())
     except GraphError as error:
         log.warning("could not list subscriptions to find orphans: %s", error)
-    return deleted
+        return 0, 1
+    deleted = failed = 0
+    for found in unowned(svc, listed):
+        try:
+            if found.recorded:  # the record goes too, unless a mapping took the mailbox since
+                deleted += remove(svc, found.mailbox, ask_sweep=False)
+                continue
+            svc.graph.delete_subscription(found.subscription_id)
+            svc.subscriptions.forget_id(found.subscription_id)
+            deleted += 1
+        except GraphError as error:
+            log.warning("could not delete subscription %s: %s", found.describe(), error)
+            failed += 1
+    svc.subscriptions.clear_unfinished(older_than=ORPHAN_GRACE)
+    if not failed:
+        svc.subscriptions.swept(started)
+    return deleted, failed
 
 
 def _queue_full_sync(svc: Services, mailbox: str) -> None:

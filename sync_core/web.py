@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync_core.problems import FieldError, PayloadTooLarge, Problem, ValidationFailed
+from sync_core.validation import is_proper_text, proper_json
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,14 @@ class Request:
                 "the request needs a JSON body", [FieldError("body", "is empty")]
             )
         try:
-            return json.loads(self.body)
+            value = json.loads(self.body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             # RecursionError: nesting deeper than the decoder's stack (e.g. 2,000 "[").
             raise ValidationFailed(
                 "the body is not valid JSON", [FieldError("body", f"is not valid JSON: {exc}")]
             ) from None
+        # JSON may spell a lone surrogate ("\ud800"); nothing downstream gets to see one.
+        return proper_json(value)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def serve(handler: Handler, request: Request) -> Response:
             )
         )
     try:
+        _check_text(request)
         return handler(request)
     except Problem as problem:
         return problem_response(problem)
@@ -88,3 +92,18 @@ def serve(handler: Handler, request: Request) -> Response:
         # The details go to the log, not to the caller.
         log.exception("unhandled error in %s %s", request.method, request.url.split("?", 1)[0])
         return problem_response(Problem("an unexpected error occurred; see the function log"))
+
+
+def _check_text(request: Request) -> None:
+    """Refuse a request whose URL, route values, query parameters or headers are not proper
+    Unicode (a lone surrogate, e.g. from ``%ED%A0%80``): they reach keys, hashes and logs."""
+    parts = (("route", request.route), ("query", request.query), ("header", request.headers))
+    for kind, values in parts:
+        for name, value in values.items():
+            if not (is_proper_text(name) and is_proper_text(value)):
+                field = name if is_proper_text(name) else kind
+                raise ValidationFailed.single(
+                    field, f"({kind}) is not valid Unicode text (it has a lone surrogate)"
+                )
+    if not is_proper_text(request.url):
+        raise ValidationFailed.single("url", "is not valid Unicode text (it has a lone surrogate)")

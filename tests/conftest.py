@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -25,9 +25,18 @@ from sync_core.config import Settings, StorageSettings, load_settings
 from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
+if TYPE_CHECKING:
+    from tests.quiet_world import World
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "test-function-key"
 KEY_HEADER = {"x-functions-key": FUNCTION_KEY}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A passed test shows what it prints (soak counts, fuzz totals), not its captured logs."""
+    if report.passed:
+        report.sections = [s for s in report.sections if "stdout" in s[0]]
 
 
 @pytest.fixture(scope="session")
@@ -215,6 +224,33 @@ def stack(
     host.map("room-43", ROOM_B)
     yield host, platform, tenant
     host.stop()
+
+
+@pytest.fixture
+def quiet_world(
+    request: pytest.FixtureRequest,
+    tenant_env: dict[str, str],
+    tenant: Sandbox,
+    platform: PlatformSim,
+    storage: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
+    """The product run in this process with its queues drained by the test (tests/quiet_world.py);
+    the module's ``WINDOW_DAYS`` sets the sync window (30 days without one)."""
+    from tests.quiet_world import World, notification_sink  # it imports this module
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
+    with notification_sink() as sink:
+        env = tenant_env | {
+            "PLATFORM_WEBHOOK_URL": platform.webhook_url,
+            "PUBLIC_BASE_URL": sink,
+            "SYNC_WINDOW_DAYS": str(getattr(request.module, "WINDOW_DAYS", 30)),
+            "RETRY_BASE_SECONDS": "1",
+            "RETRY_ATTEMPTS": "3",
+        }
+        built = World(tenant=tenant, platform=platform, env=env, storage=storage)
+        yield built
+        built.close()
 
 
 def wait(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -138,6 +138,21 @@ def test_one_mailbox_serves_one_resource(function_host: LocalHost, tenant: Sandb
     assert "room-a" in clash.json()["detail"]
 
 
+def test_a_moved_or_deleted_mapping_frees_its_mailbox(
+    function_host: LocalHost, tenant: Sandbox
+) -> None:
+    mailboxes(tenant, "first@contoso.example", "second@contoso.example")
+    assert put(function_host, "room-a", {"mailbox": "first@contoso.example"}).status_code == 201
+    assert put(function_host, "room-a", {"mailbox": "second@contoso.example"}).status_code == 200
+    assert put(function_host, "room-b", {"mailbox": "first@contoso.example"}).status_code == 201
+    clash = put(function_host, "room-c", {"mailbox": "second@contoso.example"})
+    assert clash.status_code == 409
+    assert clash.headers["Content-Type"] == "application/problem+json"
+    assert "room-a" in clash.json()["detail"]
+    assert requests.delete(url(function_host, "room-a"), headers=KEY, timeout=10).status_code == 204
+    assert put(function_host, "room-c", {"mailbox": "second@contoso.example"}).status_code == 201
+
+
 def test_resource_ids_with_quotes_and_slashes(function_host: LocalHost, tenant: Sandbox) -> None:
     mailboxes(tenant, "desk-a@contoso.example", "desk-b@contoso.example")
     hostile = "desk 'A' or RowKey ne ''"

@@ -1,4 +1,4 @@
-"""Fuzzing of the four inbound routes (issue 9, item 3).
+"""Fuzzing of the four inbound routes (issue 9, item 3) and of every admin query parameter.
 
 Over 10,000 hypothesis-generated hostile inputs go in-process through ``serve`` and the same
 handlers the function app runs, with a real ``Services`` on Azurite and the simulated tenant; a
@@ -6,15 +6,24 @@ smaller sample goes over real HTTP through the local function host. For every in
 every 4xx is ``application/problem+json``, and nothing rejected changes any state (rows in
 ``bookings``, ``webhookids``, ``mappings``, ``links``; messages in ``apply-booking`` and
 ``sync-mailbox``).
+
+Classes every route gets: integers past 32 and 64 bits, negative ones, floats and bools wherever
+a number goes; lone surrogates and control characters wherever a string goes (bodies, ids,
+headers, route values, query parameters). The last test prints the totals per class and the
+number of 5xx answers into the log.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import gc
 import json
+import re
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox import Sandbox
-from sync_core import admin, bookings, inbound
+from sync_core import admin, api, bookings, inbound
 from sync_core.config import load_settings
 from sync_core.services import Services
 from sync_core.store.queues import APPLY_BOOKING, SYNC_MAILBOX
@@ -39,9 +48,20 @@ TABLES = ("bookings", "webhookids", "mappings", "links")
 QUEUES = (APPLY_BOOKING, SYNC_MAILBOX)
 MAPPED = "room-42"
 
-# Inputs per route in-process (10,000 in all) and over real HTTP (300 in all).
-IN_PROCESS = {"bookings": 3800, "notifications": 2200, "lifecycle": 2000, "mappings": 2000}
+# Inputs per route in-process (10,400 in all) and over real HTTP (375 in all).
+IN_PROCESS = {
+    "bookings": 3400,
+    "notifications": 2000,
+    "lifecycle": 2000,
+    "mappings": 2000,
+    "admin-queries": 1000,
+}
+TAMPERED = 300
 OVER_HTTP = 75
+HTTP_ROUTES = ("bookings", "notifications", "lifecycle", "mappings", "admin-queries")
+
+# What every run found, for the totals the last test prints.
+FOUND: dict[str, Tally[str]] = {"inputs": Tally(), "classes": Tally(), "answers": Tally()}
 
 
 def fuzz(examples: int) -> settings:
@@ -109,18 +129,99 @@ def rejected(route: str, status: int, body: bytes) -> bool:
         return bool(data.get("accepted") == 0)
     if route == "lifecycle":
         return bool(data.get("queued") == 0)
-    return False  # mappings: 200/201 saved something
+    # admin-queries: reads, and deletes of resources that are not mapped. mappings: 200/201
+    # saved something.
+    return route == "admin-queries"
 
 
 @dataclass
 class Counter:
     tried: int = 0
+    classes: Tally[str] = field(default_factory=Tally)
+
+
+NUMBER_TEXT = re.compile(r"-?[\d²³¹]+")
+SURROGATE_BYTES = tuple(bytes([0xED, b]) for b in range(0xA0, 0xC0))  # U+D800-U+DFFF as UTF-8
+
+
+def classes_of(case: Any) -> set[str]:
+    """The hostile classes an input carries (anywhere: body, headers, route, query)."""
+    found: set[str] = set()
+    pending = [case]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bytes):
+            if b"\\ud" in item.lower() or any(b in item for b in SURROGATE_BYTES):
+                found.add("lone surrogates")
+            with contextlib.suppress(ValueError, RecursionError):
+                pending.append(json.loads(item))
+        elif isinstance(item, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in item):
+                found.add("lone surrogates")
+            if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in item):
+                found.add("control characters")
+            if NUMBER_TEXT.fullmatch(item):  # a number in a header or query parameter
+                if not item.isascii():
+                    found.add("non-ASCII digits")
+                elif len(item) < 4300:  # int()'s limit on digits
+                    pending.append(int(item))
+        elif isinstance(item, bool):
+            pass
+        elif isinstance(item, int):
+            if not -(2**31) <= item < 2**31:
+                found.add("integers past 32 bits")
+            if item < 0:
+                found.add("negative integers")
+        elif isinstance(item, float):
+            found.add("floats")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return found
+
+
+def tally(route: str, tried: int, classes: Tally[str], answers: Tally[str]) -> None:
+    FOUND["inputs"][route] += tried
+    FOUND["classes"].update(classes)
+    FOUND["answers"].update(answers)
 
 
 # -- hostile values -----------------------------------------------------------------------------
 
+# Lone surrogates (legal in JSON as "\ud800", not encodable as UTF-8) and control characters.
+HOSTILE_CHAR = st.one_of(
+    st.characters(),
+    st.integers(min_value=0xD800, max_value=0xDFFF).map(chr),
+    st.integers(min_value=0, max_value=0x1F).map(chr),
+    st.sampled_from(["\x7f", "\x85", "\x9f", "\u2028", "\u2029", "\ufeff", "\ufffe", "\uffff"]),
+)
+UNICODE_TEXT = st.one_of(
+    st.text(HOSTILE_CHAR, min_size=1, max_size=30),
+    st.sampled_from(
+        [
+            "\ud800",
+            "\udfff",
+            "room-\ud800",
+            "\udc80room",
+            "a\ud83d",  # half of an emoji's surrogate pair
+            "\ude00a",
+            "\ud83d\ude00",  # both halves, unpaired in Python: still not UTF-8
+            "room\x00",
+            "\x1b[31mred",
+            "line\nbreak",
+            "tab\there",
+            "\r\n",
+            "\x7f",
+            "\x85next",
+        ]
+    ),
+)
+
 ODD_TEXT = st.one_of(
     st.text(max_size=40),
+    UNICODE_TEXT,
     st.sampled_from(
         [
             "",
@@ -135,6 +236,7 @@ ODD_TEXT = st.one_of(
             "😀" * 10,
             "../../etc/passwd",
             "%27",
+            "%ED%A0%80",
             "a" * 300,
             "null",
             "\\u0000",
@@ -143,11 +245,40 @@ ODD_TEXT = st.one_of(
     ),
 )
 
+# Integers past Int32, Int64 and double precision, negative ones, floats and bools.
+LARGE_INTS = st.one_of(
+    st.sampled_from(
+        [
+            0,
+            -1,
+            2**31 - 1,
+            2**31,
+            -(2**31) - 1,
+            2**32,
+            2**53,
+            2**53 + 1,
+            2**63 - 1,
+            2**63,
+            -(2**63),
+            -(2**63) - 1,
+            2**64,
+            10**30,
+            -(10**30),
+        ]
+    ),
+    st.integers(min_value=-(2**70), max_value=2**70),
+)
+NUMBERS = st.one_of(
+    LARGE_INTS,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1.0, 0.5, -1.0, 2.0**31, 2.0**63, 9.007199254740993e15, 1e300, -0.0]),
+    st.booleans(),
+)
+
 JSON_LEAF = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
+    NUMBERS,
     ODD_TEXT,
 )
 JSON_VALUE = st.recursive(
@@ -156,6 +287,12 @@ JSON_VALUE = st.recursive(
         st.lists(children, max_size=4), st.dictionaries(ODD_TEXT, children, max_size=4)
     ),
     max_leaves=12,
+)
+
+HOSTILE_HEADERS = st.dictionaries(
+    st.sampled_from(["if-match", "accept", "x-ms-client-request-id", "user-agent"]),
+    st.one_of(ODD_TEXT, UNICODE_TEXT),
+    max_size=2,
 )
 
 
@@ -198,6 +335,14 @@ BODIES = st.one_of(
             b'{"type": "booking.created", "data": []}',
             b'{"__proto__": {"x": 1}}',
             b'{"a": "\\ud800"}',
+            b'{"\\udfff": 1}',
+            b'{"a": "\xed\xa0\x80"}',  # a surrogate as raw UTF-8 bytes
+            b'{"a": "\\ud83d"}',
+            b'{"a": "\\u0000\\u001b"}',
+            b'{"a": 9223372036854775808}',
+            b'{"a": -9223372036854775809}',
+            b'{"a": 1e400}',
+            b'{"a": -0}',
             deep(100_000),  # deeper than the JSON decoder's stack: was a 500 (RecursionError)
             b'{"a":' * 50_000,
         ]
@@ -219,11 +364,41 @@ def booking_like(data: dict[str, Any]) -> st.SearchStrategy[bytes]:
 
 def _with(event: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     copy: dict[str, Any] = json.loads(json.dumps(event))
-    if path.startswith("data."):
+    if path.startswith("data.organizer."):
+        copy["data"]["organizer"][path[15:]] = value
+    elif path.startswith("data."):
         copy["data"][path[5:]] = value
     else:
         copy[path] = value
     return copy
+
+
+TEXT_FIELDS = [
+    "type",
+    "timestamp",
+    "data.id",
+    "data.resource_id",
+    "data.status",
+    "data.start",
+    "data.end",
+    "data.time_zone",
+    "data.title",
+    "data.notes",
+    "data.organizer.name",
+    "data.organizer.email",
+]
+
+
+def booking_focus(data: dict[str, Any]) -> st.SearchStrategy[bytes]:
+    """A valid booking event with its version replaced by a hostile number, or one text field
+    by text with lone surrogates or control characters."""
+    base = {"type": "booking.created", "timestamp": "2026-01-01T00:00:00Z", "data": data}
+    return st.one_of(
+        NUMBERS.map(lambda n: dumps(_with(base, "data.version", n))),
+        st.tuples(st.sampled_from(TEXT_FIELDS), UNICODE_TEXT).map(
+            lambda pair: dumps(_with(base, *pair))
+        ),
+    )
 
 
 # -- in-process set-up --------------------------------------------------------------------------
@@ -287,26 +462,38 @@ def run_fuzz(
 ) -> int:
     before = snapshot(world.storage)
     counter = Counter()
+    answers: Tally[str] = Tally()
 
     @fuzz(examples)
     @given(strategy)
     def one(case: Any) -> None:
         counter.tried += 1
+        counter.classes.update(classes_of(case))
         response = quietly(call, case)
+        answers[f"{response.status // 100}xx"] += 1
         check_answer(response.status, response.headers.get("Content-Type", ""), response.body)
         assert rejected(route, response.status, response.body), (case, response)
 
     one()
     assert snapshot(world.storage) == before
-    print(f"\nfuzz {route}: {counter.tried} inputs in-process, no 5xx, no state change")
+    tally(route, counter.tried, counter.classes, answers)
+    print(
+        f"\nfuzz {route}: {counter.tried} inputs in-process, 5xx: {answers['5xx']}, "
+        f"no state change; {_classes_text(counter.classes)}"
+    )
     assert counter.tried >= examples
     return counter.tried
+
+
+def _classes_text(classes: Tally[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(classes.items())) or "no classes"
 
 
 # -- POST /api/bookings/events ------------------------------------------------------------------
 
 WEBHOOK_IDS = st.one_of(
     st.text(max_size=20),
+    UNICODE_TEXT,
     st.sampled_from(["", " ", "msg.1", "msg 1", "a" * 257, "msg_'quote'", "msg_\u00e9"]),
     st.just("msg_fuzz"),
 )
@@ -354,7 +541,7 @@ def booking_requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], bool]:
         "title": "t",
         "organizer": {"name": "A", "email": "a@contoso.example"},
     }
-    body = draw(st.one_of(BODIES, booking_like(event_data)))
+    body = draw(st.one_of(BODIES, booking_like(event_data), booking_focus(event_data)))
     if draw(st.booleans()):  # correctly signed: the body itself is what gets fuzzed
         msg_id, stamp, mode = (
             draw(st.from_regex(r"msg_[A-Za-z0-9_'-]{1,40}", fullmatch=True)),
@@ -414,7 +601,7 @@ def test_fuzz_tampered_signed_bodies(world: World) -> None:
     run_fuzz(
         world,
         "bookings",
-        300,
+        TAMPERED,
         st.tuples(JSON_VALUE.map(dumps), st.integers(min_value=0, max_value=10**6)),
         call,
     )
@@ -474,6 +661,8 @@ def graph_bodies(draw: st.DrawFn, world: World, lifecycle: bool) -> tuple[bytes,
     query: dict[str, str] = {}
     if draw(st.integers(min_value=0, max_value=9)) == 0:
         query["validationToken"] = draw(ODD_TEXT)
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        query[draw(ODD_TEXT)] = draw(UNICODE_TEXT)
     return body, query
 
 
@@ -551,7 +740,7 @@ def put_mapping(svc: Services, request: Request) -> Response:
 def mapping_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
     resource_id = draw(RESOURCE_IDS)
     body = draw(MAPPING_BODIES)
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = draw(HOSTILE_HEADERS)
     if draw(st.booleans()):
         headers["if-match"] = draw(st.one_of(ODD_TEXT, st.just('W/"x"')))
     if resource_id == MAPPED:
@@ -571,20 +760,169 @@ def test_fuzz_mapping_put(world: World) -> None:
     run_fuzz(world, "mappings", IN_PROCESS["mappings"], mapping_requests(), call)
 
 
+# -- every admin query parameter ----------------------------------------------------------------
+
+COUNT_TEXT = st.one_of(
+    st.sampled_from(
+        [
+            "²",  # str.isdigit() says yes, int() says no
+            "¹²",
+            "١٢",  # Arabic-Indic digits: int() reads them as 12
+            "\U0001d7d9",  # MATHEMATICAL DOUBLE-STRUCK DIGIT ONE
+            "①",
+            "0",
+            "-1",
+            "1",
+            "50",
+            "1000",
+            "1001",
+            "2147483648",
+            "9223372036854775808",
+            "9" * 40,
+            "9" * 5000,
+            "1e3",
+            "0x10",
+            " 5",
+            "5 ",
+            "+5",
+            "5.0",
+            "5_0",
+            "",
+            " ",
+            "true",
+            "NaN",
+            "\ud800",
+            "5\x00",
+        ]
+    ),
+    LARGE_INTS.map(str),
+    ODD_TEXT,
+)
+FLAG_TEXT = st.one_of(
+    st.sampled_from(
+        ["true", "false", "TRUE", "1", "0", "yes", "", "tru\u0435", "true\x00", "\ud800", "²"]
+    ),
+    ODD_TEXT,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+CONTINUATIONS = st.one_of(
+    ODD_TEXT,
+    st.sampled_from(["%%%", "e30=", "W10=", "bnVsbA==", "=" * 8, "A" * 5000]),
+    JSON_VALUE.map(lambda v: b64(dumps(v))),
+    st.dictionaries(
+        st.sampled_from(["PartitionKey", "RowKey", "NextPartitionKey", "x"]),
+        st.one_of(ODD_TEXT, NUMBERS, st.just("1!8!cm9vbS0x")),
+        max_size=3,
+    ).map(lambda d: b64(dumps(d))),
+    st.binary(max_size=40).map(b64),
+)
+MAILBOX_FILTERS = st.one_of(
+    ODD_TEXT,
+    st.sampled_from(
+        [
+            ROOM_A,
+            ROOM_A.upper(),
+            "x'@contoso.example",
+            "' or Mailbox ne '",
+            "room\ud800@contoso.example",
+            "room\x00@contoso.example",
+        ]
+    ),
+)
+QUERY_VALUES: dict[str, st.SearchStrategy[str]] = {
+    "limit": COUNT_TEXT,
+    "continuation": CONTINUATIONS,
+    "mailbox": MAILBOX_FILTERS,
+    "resource_id": RESOURCE_IDS,
+    "purge": FLAG_TEXT,
+    "resource_ids": st.one_of(ODD_TEXT, st.lists(RESOURCE_IDS, max_size=4).map(",".join)),
+}
+# (method, path under /api/admin, query parameters, handler); {id} is a resource id.
+ADMIN_QUERIES: dict[str, tuple[str, str, tuple[str, ...], Callable[[Request], Response]]] = {
+    "list": ("GET", "/mappings", ("limit", "continuation", "mailbox"), api.list_mappings),
+    "history": ("GET", "/history", ("resource_id", "limit", "continuation"), api.history),
+    "get": ("GET", "/mappings/{id}", (), api.get_mapping),
+    "delete": ("DELETE", "/mappings/{id}", ("purge",), api.delete_mapping),
+    "resync": ("POST", "/mappings/{id}/resync", (), api.resync_mapping),
+    "rooms": ("GET", "/rooms", ("resource_ids",), api.list_rooms),
+}
+
+
+@st.composite
+def admin_queries(
+    draw: st.DrawFn,
+) -> tuple[str, dict[str, str], dict[str, str], dict[str, str]]:
+    """(operation, route values, query, headers): every parameter of the operation may be
+    absent, hostile or well-formed, plus an unknown one now and then."""
+    operation = draw(st.sampled_from(sorted(ADMIN_QUERIES)))
+    _, path, names, _ = ADMIN_QUERIES[operation]
+    route: dict[str, str] = {}
+    if "{id}" in path:
+        ids = RESOURCE_IDS
+        if operation != "get":  # a delete or resync of the mapped resource would change state
+            ids = ids.filter(lambda r: r != MAPPED)
+        route["resource_id"] = draw(ids)
+    query = {name: draw(QUERY_VALUES[name]) for name in names if draw(st.booleans())}
+    if draw(st.integers(min_value=0, max_value=4)) == 0:
+        query[draw(ODD_TEXT)] = draw(ODD_TEXT)
+    return operation, route, query, draw(HOSTILE_HEADERS)
+
+
+def test_fuzz_admin_queries(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every admin query parameter (limit, continuation, mailbox, resource_id, purge,
+    resource_ids), route value and header with hostile values, through the handlers of
+    ``sync_core.api``: a 4xx that names the field, or an answer that changes nothing."""
+    monkeypatch.setattr(api, "services", lambda: world.svc)
+
+    def call(case: tuple[str, dict[str, str], dict[str, str], dict[str, str]]) -> Response:
+        operation, route, query, headers = case
+        method, _, _, handler = ADMIN_QUERIES[operation]
+        request = Request(method, "", route=route, query=query, headers=headers)
+        return serve(handler, request)
+
+    run_fuzz(world, "admin-queries", IN_PROCESS["admin-queries"], admin_queries(), call)
+
+
+def admin_path(operation: str, route: dict[str, str], query: dict[str, str]) -> str:
+    """The URL of an admin query, with surrogates sent as their UTF-8 bytes (%ED%A0%80)."""
+    _, path, _, _ = ADMIN_QUERIES[operation]
+    resource_id = route.get("resource_id", "")
+    segment = _segment(resource_id)
+    url = "/api/admin" + path.replace("{id}", segment)
+    if query:
+        url += "?" + "&".join(f"{_segment(k)}={_segment(v)}" for k, v in query.items())
+    return url
+
+
+def _segment(text: str) -> str:
+    if not text.strip() or text in (".", ".."):
+        return "%20"
+    return quote(text, safe="", errors="surrogatepass")
+
+
 # -- the same over real HTTP --------------------------------------------------------------------
 
 
 def test_fuzz_over_http(world: World, tenant_env: dict[str, str]) -> None:
     """A sample of each route through the local function host (its own parsing and routing)."""
     host = LocalHost(tenant_env | {"FUNCTIONS_KEY": FUNCTION_KEY}).wait_ready()
-    counts = dict.fromkeys(("bookings", "notifications", "lifecycle", "mappings"), 0)
+    counts = dict.fromkeys(HTTP_ROUTES, 0)
+    classes: Tally[str] = Tally()
+    answers: Tally[str] = Tally()
     session = requests.Session()
     try:
         before = snapshot(world.storage)
 
-        def send(route: str, method: str, path: str, body: bytes, **kwargs: Any) -> None:
+        def send(route: str, case: Any, method: str, path: str, body: bytes, **kw: Any) -> None:
             counts[route] += 1
-            answer = session.request(method, host.base + path, data=body, timeout=30, **kwargs)
+            classes.update(classes_of(case))
+            answer = session.request(method, host.base + path, data=body, timeout=30, **kw)
+            answers[f"{answer.status_code // 100}xx"] += 1
             check_answer(answer.status_code, answer.headers.get("Content-Type", ""), answer.content)
             assert rejected(route, answer.status_code, answer.content), (body[:200], answer.text)
 
@@ -595,19 +933,19 @@ def test_fuzz_over_http(world: World, tenant_env: dict[str, str]) -> None:
             headers = booking_headers(world.secret, body, spec) | KEY_HEADER
             # requests refuses header values with newlines or non-latin-1 text; drop those.
             headers = {k: v for k, v in headers.items() if _sendable(v)}
-            send("bookings", "POST", "/api/bookings/events", body, headers=headers)
+            send("bookings", case, "POST", "/api/bookings/events", body, headers=headers)
 
         @fuzz(OVER_HTTP)
         @given(graph_bodies(world, lifecycle=False))
         def notifications_http(case: tuple[bytes, dict[str, str]]) -> None:
             body, query = case
-            send("notifications", "POST", "/api/graph/notifications", body, params=query)
+            send("notifications", case, "POST", "/api/graph/notifications" + _query(query), body)
 
         @fuzz(OVER_HTTP)
         @given(graph_bodies(world, lifecycle=True))
         def lifecycle_http(case: tuple[bytes, dict[str, str]]) -> None:
             body, query = case
-            send("lifecycle", "POST", "/api/graph/lifecycle", body, params=query)
+            send("lifecycle", case, "POST", "/api/graph/lifecycle" + _query(query), body)
 
         @fuzz(OVER_HTTP)
         @given(mapping_requests())
@@ -616,21 +954,46 @@ def test_fuzz_over_http(world: World, tenant_env: dict[str, str]) -> None:
             headers = {k: v for k, v in headers.items() if _sendable(v)}
             if resource_id == MAPPED and "if-match" not in headers:
                 headers["if-match"] = 'W/"stale"'
-            path = "/api/admin/mappings/" + quote(resource_id, safe="")
-            if not resource_id.strip() or resource_id in (".", ".."):
-                path = "/api/admin/mappings/%20"
-            send("mappings", "PUT", path, body, headers=headers | KEY_HEADER)
+            path = "/api/admin/mappings/" + _segment(resource_id)
+            send("mappings", case, "PUT", path, body, headers=headers | KEY_HEADER)
+
+        @fuzz(OVER_HTTP)
+        @given(admin_queries())
+        def admin_queries_http(
+            case: tuple[str, dict[str, str], dict[str, str], dict[str, str]],
+        ) -> None:
+            operation, route, query, headers = case
+            headers = {k: v for k, v in headers.items() if _sendable(v)}
+            method = ADMIN_QUERIES[operation][0]
+            path = admin_path(operation, route, query)
+            send("admin-queries", case, method, path, b"", headers=headers | KEY_HEADER)
 
         bookings_http()
         notifications_http()
         lifecycle_http()
         mappings_http()
+        admin_queries_http()
         assert snapshot(world.storage) == before
     finally:
         host.stop()
     total = sum(counts.values())
-    print(f"\nfuzz over HTTP: {total} inputs ({counts}), no 5xx, no state change")
-    assert total >= 4 * OVER_HTTP
+    FOUND["inputs"]["over HTTP"] += total
+    FOUND["classes"].update(classes)
+    FOUND["answers"].update(answers)
+    print(
+        f"\nfuzz over HTTP: {total} inputs ({counts}), 5xx: {answers['5xx']}, no state change; "
+        f"{_classes_text(classes)}"
+    )
+    assert total >= len(HTTP_ROUTES) * OVER_HTTP
+
+
+def _query(query: dict[str, str]) -> str:
+    if not query:
+        return ""
+    return "?" + "&".join(
+        f"{quote(k, safe='', errors='surrogatepass')}={quote(v, safe='', errors='surrogatepass')}"
+        for k, v in query.items()
+    )
 
 
 def _sendable(value: str) -> bool:
@@ -639,12 +1002,6 @@ def _sendable(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return not any(c in value for c in "\r\n\x00") and value == value.strip()
-
-
-def test_fuzz_total() -> None:
-    """The in-process quotas alone make at least 10,000 inputs (each test asserts its own)."""
-    assert sum(IN_PROCESS.values()) >= 10_000
-    print(f"\nfuzz total: {sum(IN_PROCESS.values()) + 300 + 4 * OVER_HTTP} inputs planned")
 
 
 def test_json_nested_deeper_than_the_decoder_is_400_on_every_route(world: World) -> None:
@@ -667,3 +1024,22 @@ def test_json_nested_deeper_than_the_decoder_is_400_on_every_route(world: World)
         check_answer(answer.status, answer.headers["Content-Type"], answer.body)
         assert json.loads(answer.body)["errors"][0]["field"] == "body"
     assert snapshot(world.storage) == before
+
+
+def test_fuzz_total() -> None:
+    """Last in this file: the totals of every fuzz run above, per class, with the 5xx count.
+
+    The in-process quotas alone make over 10,000 inputs (each test asserts its own).
+    """
+    assert sum(IN_PROCESS.values()) >= 10_000
+    planned = sum(IN_PROCESS.values()) + TAMPERED + len(HTTP_ROUTES) * OVER_HTTP
+    ran = sum(FOUND["inputs"].values())
+    answers = FOUND["answers"]
+    print(
+        f"\nfuzz total: {ran} inputs run of {planned} planned "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(FOUND['inputs'].items())) or 'none ran'})"
+        f"\nfuzz classes: {_classes_text(FOUND['classes'])}"
+        f"\nfuzz answers: {', '.join(f'{k} {v}' for k, v in sorted(answers.items()))}; "
+        f"5xx: {answers['5xx']}"
+    )
+    assert answers["5xx"] == 0

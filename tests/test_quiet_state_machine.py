@@ -38,8 +38,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sandbox import Sandbox
-from sandbox.platform import PlatformSim
 from sync_core.booking import Booking
 from sync_core.reconcile import BLOCKING, blocker_id
 from tests.quiet_world import (
@@ -51,7 +49,6 @@ from tests.quiet_world import (
     booking_of,
     instant,
     local_date,
-    notification_sink,
     window,
 )
 
@@ -629,32 +626,11 @@ def _blocker_differences(
         yield f"title {blocker.get('title')!r}, wanted {title!r}"
 
 
-@pytest.fixture
-def world(
-    tenant_env: dict[str, str],
-    tenant: Sandbox,
-    platform: PlatformSim,
-    storage: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[World]:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
-    with notification_sink() as sink:
-        env = tenant_env | {
-            "PLATFORM_WEBHOOK_URL": platform.webhook_url,
-            "PUBLIC_BASE_URL": sink,
-            "SYNC_WINDOW_DAYS": str(WINDOW_DAYS),
-            "RETRY_BASE_SECONDS": "1",
-            "RETRY_ATTEMPTS": "3",
-        }
-        built = World(tenant=tenant, platform=platform, env=env, storage=storage)
-        yield built
-        built.close()
-
-
 @pytest.mark.timeout(600)
 def test_once_nothing_changes_the_product_does_nothing(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    quiet_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    world = quiet_world
     # Shrinking re-runs the product many times; a failure is reported within the test's budget.
     monkeypatch.setattr(engine, "MAX_SHRINKING_SECONDS", SHRINK_SECONDS)
     QuietMachine.world = world

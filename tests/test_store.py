@@ -7,11 +7,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from azure.data.tables import EdmType, EntityProperty
 
 from sync_core.store.blockers import Blocker, BlockerRepository
 from sync_core.store.mappings import Mapping, MappingRepository, now
 from sync_core.store.queues import QueueStore, decode_message, encode_message
-from sync_core.store.records import BookingStates
+from sync_core.store.records import BookingStates, Sequences
 from sync_core.store.tables import (
     ConflictError,
     Entity,
@@ -216,4 +217,102 @@ def test_an_entity_read_can_be_written_back(tables: TableStore) -> None:
     tables.upsert_many("things", [{**again, "RowKey": "copy"}])
     for row, value in (("r", 3), ("copy", 2)):
         raw = tables.table("things").get_entity("p", row)  # the stored properties only
-        assert dict(raw) == {"PartitionKey": "p", "RowKey": row, "Value": value}
+        assert dict(raw) == {
+            "PartitionKey": "p",
+            "RowKey": row,
+            "Value": EntityProperty(value, EdmType.INT64),
+        }
+
+
+# -- integers: every one is stored as Edm.Int64 and read back as a plain int ------------------
+
+LARGE = [0, 1, -1, 2**31 - 1, 2**31, -(2**31) - 1, 2**32, 2**53 + 1, 2**63 - 1, -(2**63)]
+
+
+def test_integers_of_any_64_bit_size_round_trip_exactly(tables: TableStore) -> None:
+    for index, value in enumerate(LARGE):
+        row = f"{index:02d}"
+        entity = {"PartitionKey": "p", "RowKey": row, "Value": value, "On": True, "Off": False}
+        tables.insert("numbers", entity)
+        read = tables.get("numbers", "p", row)
+        assert read is not None
+        assert type(read["Value"]) is int and read["Value"] == value
+        assert read["On"] is True and read["Off"] is False  # bools stay bools
+        tables.replace(
+            "numbers", {**read, "Value": value - 1 if value > 0 else value + 1}, read["etag"]
+        )
+    tables.upsert_many(
+        "numbers", [{"PartitionKey": "q", "RowKey": str(v), "Value": v} for v in LARGE]
+    )
+    listed = {
+        e["RowKey"]: e["Value"] for e in tables.query("numbers", "PartitionKey eq @pk", {"pk": "q"})
+    }
+    assert listed == {str(v): v for v in LARGE}
+    assert all(type(v) is int for v in listed.values())
+
+
+def test_rows_written_as_int32_before_read_back_as_int(tables: TableStore) -> None:
+    tables.table("old").create_entity({"PartitionKey": "p", "RowKey": "r", "Version": 7})  # Int32
+    read = tables.get("old", "p", "r")
+    assert read is not None and read["Version"] == 7 and type(read["Version"]) is int
+    tables.replace("old", {**read, "Version": 2**40}, read["etag"])
+    again = tables.get("old", "p", "r")
+    assert again is not None and again["Version"] == 2**40
+
+
+def test_integer_filters_compare_as_int64(tables: TableStore) -> None:
+    values = [3, 5, 2**31, 2**53 + 1]
+    for value in values:
+        tables.insert("counted", {"PartitionKey": "p", "RowKey": str(value), "Value": value})
+
+    def rows(filter: str, **parameters: object) -> list[int]:
+        return sorted(e["Value"] for e in tables.query("counted", filter, parameters))
+
+    assert rows("Value eq @v", v=5) == [5]
+    assert rows("Value gt @v", v=4) == [5, 2**31, 2**53 + 1]
+    assert rows("Value ge @v", v=2**31) == [2**31, 2**53 + 1]
+    assert rows("Value lt @v and PartitionKey eq @pk", v=2**53 + 1, pk="p") == [3, 5, 2**31]
+    page = tables.query_page("counted", "Value le @v", {"v": 5})
+    assert sorted(e["Value"] for e in page.items) == [3, 5]
+
+
+def test_an_integer_beyond_64_bits_is_refused_before_any_request(tables: TableStore) -> None:
+    for value in (2**63, -(2**63) - 1, 10**30):
+        with pytest.raises(ValueError, match="64-bit"):
+            tables.insert("numbers", {"PartitionKey": "p", "RowKey": "r", "Value": value})
+    assert tables.get("numbers", "p", "r") is None
+
+
+@pytest.mark.parametrize("first", [2**31, 2**53 + 1, 2**63 - 2])
+def test_booking_versions_past_int32_are_stored_and_compared_exactly(
+    tables: TableStore, first: int
+) -> None:
+    here, elsewhere = BookingStates(tables), BookingStates(tables)
+    assert here.save_if_newer("b-big", first, {"v": first}) is True
+    stored = elsewhere.get("b-big")
+    assert stored is not None and stored.version == first and stored.event == {"v": first}
+    assert elsewhere.save_if_newer("b-big", first - 1, {"v": "older"}) is False
+    assert elsewhere.save_if_newer("b-big", first, {"v": "same"}) is False
+    assert here.save_if_newer("b-big", first + 1, {"v": first + 1}) is True
+    assert elsewhere.save_if_newer("b-big", first, {"v": "stale"}) is False
+    final = here.get("b-big")
+    assert final is not None and (final.version, final.event) == (first + 1, {"v": first + 1})
+
+
+def test_the_largest_booking_version_is_stored_and_nothing_is_newer(tables: TableStore) -> None:
+    states = BookingStates(tables)
+    assert states.save_if_newer("b-max", 2**53 + 1, {"v": 1}) is True
+    assert states.save_if_newer("b-max", 2**63 - 1, {"v": 2}) is True
+    stored = BookingStates(tables).get("b-max")
+    assert stored is not None and stored.version == 2**63 - 1
+    assert BookingStates(tables).save_if_newer("b-max", 2**63 - 1, {"v": 3}) is False
+
+
+def test_sequences_count_past_int32(tables: TableStore) -> None:
+    tables.insert(
+        Sequences.TABLE, {"PartitionKey": "sequence", "RowKey": "room-1", "Value": 2**31 - 2}
+    )
+    here = Sequences(tables)
+    assert [here.next("room-1") for _ in range(3)] == [2**31 - 1, 2**31, 2**31 + 1]
+    assert Sequences(tables).next("room-1") == 2**31 + 2  # another instance reads it back
+    assert here.next("room-1") == 2**31 + 3  # its own ETag was stale: read again

@@ -115,6 +115,7 @@ def test_nothing_due_means_no_graph_call(svc: Services, tenant: Sandbox) -> None
     later = datetime.now(UTC) + timedelta(days=2, hours=20)  # more than half the lifetime left
     for room in ROOMS:
         subscribe(svc, tenant, room, later)
+    subscriptions.renew_all(svc)  # the first pass of a day also lists Graph's subscriptions
     tenant.control.clear_requests()
 
     report = subscriptions.renew_all(svc)
@@ -122,6 +123,48 @@ def test_nothing_due_means_no_graph_call(svc: Services, tenant: Sandbox) -> None
     assert (report.renewed, report.unchanged) == (0, 3)
     assert tenant.control.requests() == []
     assert svc.subscriptions.last_mark() is None
+
+
+def graph_lists(tenant: Sandbox) -> int:
+    return sum(
+        1
+        for e in tenant.control.requests()
+        if e.get("method") == "GET"
+        and str(e.get("path") or "").split("?")[0].endswith("/subscriptions")
+    )
+
+
+def test_graph_is_listed_once_a_day_or_after_a_removal(svc: Services, tenant: Sandbox) -> None:
+    later = datetime.now(UTC) + timedelta(days=2, hours=20)
+    for room in ROOMS:
+        subscribe(svc, tenant, room, later)
+    tenant.control.clear_requests()
+    assert subscriptions.renew_all(svc).deleted == 0
+    assert graph_lists(tenant) == 1  # no sweep yet: this pass sweeps
+    tenant.control.clear_requests()
+    subscriptions.renew_all(svc)
+    assert graph_lists(tenant) == 0  # swept today
+
+    # A mapping goes: its subscription is removed at once, and the next pass sweeps.
+    mapping = next(iter(svc.mappings.by_mailbox(ROOMS[0])))
+    svc.mappings.delete(mapping.resource_id)
+    assert subscriptions.remove(svc, ROOMS[0])
+    tenant.control.clear_requests()
+    subscriptions.renew_all(svc)
+    assert graph_lists(tenant) == 1
+    tenant.control.clear_requests()
+    subscriptions.renew_all(svc)
+    assert graph_lists(tenant) == 0
+
+    # A day later the pass sweeps again unasked.
+    partition, row = svc.subscriptions.SWEEP
+    svc.tables.upsert(
+        "subscriptions",
+        {"PartitionKey": partition, "RowKey": row, "At": datetime.now(UTC) - timedelta(days=1)},
+    )
+    tenant.control.clear_requests()
+    subscriptions.renew_all(svc)
+    assert graph_lists(tenant) == 1
 
 
 def test_rows_written_after_the_mark_keep_their_own_expiry(svc: Services, tenant: Sandbox) -> None:

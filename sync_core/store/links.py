@@ -2,6 +2,11 @@
 
 One entity per booking (partition ``link``) plus an index entity per projected event
 (partition = mailbox, row = event id) so the inbound direction can recognise its own events.
+
+The link is also the outbox of its booking's outcome: the write that makes the calendar's state
+done (``active`` at ``applied_version``) records the events the platform is owed for it
+(``booking.conflict``, ``booking.synced``), and they stay there until handed to the deliver path.
+Only an active link owes anything: one that is pending or removed has no outcome to report.
 """
 
 from __future__ import annotations
@@ -9,12 +14,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sync_core.reconcile import TRANSACTION_PREFIX, Own
+from sync_core.store.records import get_text, put_text
 from sync_core.store.tables import ConflictError, Entity, TableStore, decode_key, encode_key
 
 LinkState = Literal["pending", "active", "removed"]
+
+
+@dataclass(frozen=True)
+class Owed:
+    """An event for the platform (SPEC §3.3) that a link's write made due and that was not yet
+    handed to the deliver path."""
+
+    type: str
+    resource_id: str
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -31,12 +47,13 @@ class Link:
     content_hash: str = ""
     web_link: str | None = None
     join_url: str | None = None
+    outbox: tuple[Owed, ...] = ()  # in order; emptied once handed over
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     etag: str | None = None
 
 
 def _entity(link: Link) -> Entity:
-    return {
+    entity: Entity = {
         "PartitionKey": "link",
         "RowKey": encode_key(link.booking_id),
         "BookingId": link.booking_id,
@@ -53,6 +70,10 @@ def _entity(link: Link) -> Entity:
         "JoinUrl": link.join_url,
         "UpdatedAt": link.updated_at,
     }
+    if link.outbox:
+        owed = [{"type": o.type, "resource_id": o.resource_id, "data": o.data} for o in link.outbox]
+        put_text(entity, "Outbox", json.dumps(owed, separators=(",", ":")))
+    return entity
 
 
 def _link(entity: Entity) -> Link:
@@ -69,6 +90,10 @@ def _link(entity: Entity) -> Link:
         content_hash=entity.get("ContentHash", ""),
         web_link=entity.get("WebLink"),
         join_url=entity.get("JoinUrl"),
+        outbox=tuple(
+            Owed(str(o["type"]), str(o["resource_id"]), dict(o["data"]))
+            for o in json.loads(get_text(entity, "Outbox") or "[]")
+        ),
         updated_at=entity["UpdatedAt"],
         etag=entity.get("etag"),
     )
@@ -88,6 +113,8 @@ class LinkRepository:
     def save(self, link: Link) -> Link:
         """Insert (no ETag) or replace guarded by the ETag it was read with."""
         stamped = replace(link, updated_at=datetime.now(UTC))
+        if link.state != "active":
+            stamped = replace(stamped, outbox=())
         if link.etag is None:
             etag = self.tables.insert(self.TABLE, _entity(stamped))
         else:
@@ -145,4 +172,4 @@ class LinkRepository:
         return found
 
 
-__all__ = ["ConflictError", "Link", "LinkRepository"]
+__all__ = ["ConflictError", "Link", "LinkRepository", "Owed"]

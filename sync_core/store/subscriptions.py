@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from sync_core.store.tables import ConflictError, Entity, TableStore, encode_key
+from sync_core.store.tables import ConflictError, Entity, TableStore, decode_key, encode_key
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class SubscriptionRepository:
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
+        # Changes with every record write through this repository (never back to an earlier
+        # value): a per-process memory of unknown ids holds only while it has not changed.
+        self.writes = 0
+        self._write_numbers = itertools.count(1)
 
     def by_mailbox(self, mailbox: str) -> SubscriptionRecord | None:
         entity = self.tables.get(self.TABLE, "mailbox", encode_key(mailbox))
@@ -50,6 +55,12 @@ class SubscriptionRepository:
         :meth:`by_mailbox` or :meth:`all` for the live expiry)."""
         entity = self.tables.get(self.TABLE, "id", encode_key(subscription_id))
         return _record(entity) if entity else None
+
+    def all_by_id(self) -> dict[str, SubscriptionRecord]:
+        """Every subscription under its id, in one query (a page per 1,000), for checking a
+        batch of notifications that names many ids; ``expires_at`` as in :meth:`by_id`."""
+        rows = self.tables.query(self.TABLE, "PartitionKey eq @pk", {"pk": "id"})
+        return {record.subscription_id: record for record in map(_record, rows)}
 
     def all(self) -> list[SubscriptionRecord]:
         mark = self.last_mark()
@@ -92,7 +103,10 @@ class SubscriptionRepository:
                     {**row, "PartitionKey": "id", "RowKey": encode_key(record.subscription_id)}
                 )
             rows.append({**row, "PartitionKey": "mailbox", "RowKey": encode_key(record.mailbox)})
-        self.tables.upsert_many(self.TABLE, rows)
+        try:
+            self.tables.upsert_many(self.TABLE, rows)
+        finally:
+            self.writes = next(self._write_numbers)  # after the write: later checks see it
 
     # -- creations in flight: how a crash between Graph's answer and our record is noticed --
 
@@ -120,6 +134,43 @@ class SubscriptionRepository:
     def clear_unfinished(self, older_than: timedelta) -> None:
         for key in self.unfinished(older_than):
             self.tables.delete(self.TABLE, "intent", key, blind=True)
+
+    def intents(self) -> dict[str, datetime]:
+        """Every mailbox with a subscription create in flight (or left unfinished) → its start."""
+        return {
+            decode_key(str(e["RowKey"])): e["At"]
+            for e in self.tables.query(self.TABLE, "PartitionKey eq @pk", {"pk": "intent"})
+        }
+
+    def forget_id(self, subscription_id: str) -> None:
+        """Drop the by-id row of a subscription that is not its mailbox's (a deleted duplicate)."""
+        self.tables.delete(self.TABLE, "id", encode_key(subscription_id), blind=True)
+
+    # -- sweeps: when a renewal pass lists Graph's subscriptions to delete those nobody owns --
+
+    SWEEP = ("renewal", "sweep")
+    SWEEP_REQUEST = ("renewal", "sweep-request")
+
+    def sweep_due(self, interval: timedelta) -> bool:
+        """No sweep yet, the last one is older than ``interval``, or one was asked for since."""
+        last = self.tables.get(self.TABLE, *self.SWEEP)
+        if last is None or last["At"] <= datetime.now(UTC) - interval:
+            return True
+        asked = self.tables.get(self.TABLE, *self.SWEEP_REQUEST)
+        return asked is not None and asked["At"] >= last["At"]
+
+    def request_sweep(self) -> None:
+        """Ask the next renewal pass to sweep (a subscription was removed: a duplicate of it
+        made by a concurrent create would otherwise stay until the daily sweep)."""
+        partition, row = self.SWEEP_REQUEST
+        self.tables.upsert(
+            self.TABLE, {"PartitionKey": partition, "RowKey": row, "At": datetime.now(UTC)}
+        )
+
+    def swept(self, started: datetime) -> None:
+        """A sweep that listed Graph at ``started`` is done; requests made since stay due."""
+        partition, row = self.SWEEP
+        self.tables.upsert(self.TABLE, {"PartitionKey": partition, "RowKey": row, "At": started})
 
     def delete(self, record: SubscriptionRecord) -> None:
         self.tables.delete(self.TABLE, "id", encode_key(record.subscription_id), blind=True)

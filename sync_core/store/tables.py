@@ -5,12 +5,18 @@ table the first time it is used, turns the SDK's ETag and existence errors into
 :class:`ConflictError` / :class:`NotFoundError`, and pages queries with an opaque continuation
 token. Filters always go through the SDK's ``@name`` parameter substitution: callers pass values,
 never pre-formatted filter text.
+
+Every integer property is stored as Edm.Int64, whatever its value: versions, sequences and
+counters may pass 2^31 (platforms use epoch milliseconds and 64-bit row versions), and one type
+per property keeps filters on it meaningful. Reads give plain ``int`` back, also for rows
+written as Edm.Int32 before; integer filter parameters are compared as Int64 too.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +30,14 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from sync_core.config import StorageSettings
 from sync_core.store.transport import storage_transport
 
 Entity = dict[str, Any]
 BATCH_LIMIT = 100  # entities per transaction, all in one partition
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what an integer property can hold
 
 # Characters Table Storage forbids in PartitionKey / RowKey, plus '%' so the encoding is reversible.
 _KEY_UNSAFE = {c: f"%{ord(c):02X}" for c in "%/\\#?"} | {
@@ -73,14 +80,25 @@ def _encode_continuation(token: Mapping[str, str] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(dict(token)).encode()).decode()
 
 
+_TOKEN_PART = re.compile(r"[!-~]{0,1024}")
+
+
 def _decode_continuation(token: str | None) -> dict[str, str] | None:
     if not token:
         return None
+    if len(token) > 4096:
+        raise ValueError("continuation token is not valid")
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError):
         raise ValueError("continuation token is not valid") from None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    # The service's own tokens are short printable ASCII under these two names; anything else
+    # would only reach the service as odd request headers.
+    if (
+        not isinstance(value, dict)
+        or not set(value) <= {"PartitionKey", "RowKey"}
+        or not all(isinstance(v, str) and _TOKEN_PART.fullmatch(v) for v in value.values())
+    ):
         raise ValueError("continuation token is not valid")
     return value
 
@@ -228,9 +246,10 @@ class TableStore:
         continuation: str | None = None,
     ) -> Page:
         """One page of a query; ``filter`` has ``@name`` placeholders filled from ``parameters``."""
+        filter, values = _typed_filter(filter, parameters)
         pages = (
             self.table(table)
-            .query_entities(filter, parameters=dict(parameters or {}), results_per_page=page_size)
+            .query_entities(filter, parameters=values, results_per_page=page_size)
             .by_page(continuation_token=_decode_continuation(continuation))  # type: ignore[arg-type]
         )
         try:
@@ -238,6 +257,8 @@ class TableStore:
         except StopIteration:
             return Page([], None)
         except HttpResponseError as exc:
+            if continuation and exc.status_code == 400:
+                raise ValueError("continuation token is not valid") from None
             raise StoreError(f"{table}: query failed ({exc.reason})") from exc
         return Page(items, _encode_continuation(pages.continuation_token))  # type: ignore[attr-defined]
 
@@ -245,8 +266,9 @@ class TableStore:
         self, table: str, filter: str, parameters: Mapping[str, Any] | None = None
     ) -> Iterator[Entity]:
         """Every entity matching ``filter``, page after page."""
+        filter, values = _typed_filter(filter, parameters)
         for entity in self.table(table).query_entities(
-            filter, parameters=dict(parameters or {}), results_per_page=1000
+            filter, parameters=values, results_per_page=1000
         ):
             yield _plain(entity)
 
@@ -256,15 +278,45 @@ _READ_ONLY = ("etag", "timestamp")
 
 def _plain(entity: Any) -> Entity:
     """A plain dict with the ETag under ``etag`` and the service's last-write time under
-    ``timestamp`` (the SDK keeps both in metadata)."""
-    plain = dict(entity)
+    ``timestamp`` (the SDK keeps both in metadata); Int64 properties as plain ``int``."""
+    plain = {
+        key: int(value.value) if isinstance(value, EntityProperty) and _is_int64(value) else value
+        for key, value in entity.items()
+    }
     plain["etag"] = entity.metadata["etag"]
     plain["timestamp"] = entity.metadata.get("timestamp")
     return plain
 
 
+def _is_int64(value: EntityProperty) -> bool:
+    return bool(value.edm_type == EdmType.INT64)
+
+
+def _int64(name: str, value: int) -> EntityProperty:
+    if not INT64_MIN <= value <= INT64_MAX:
+        # Callers validate at the edge (a booking's version is at most 2^63-1); this is the
+        # backstop that names the property instead of letting the SDK fail obscurely.
+        raise ValueError(f"{name} = {value} does not fit a 64-bit integer property")
+    return EntityProperty(value, EdmType.INT64)
+
+
 def _writable(entity: Entity) -> Entity:
-    """An entity to write: without the keys :func:`_plain` adds, so a read can be written back."""
-    if not any(key in entity for key in _READ_ONLY):
-        return entity
-    return {key: value for key, value in entity.items() if key not in _READ_ONLY}
+    """An entity to write: without the keys :func:`_plain` adds, so a read can be written back,
+    and with every integer typed as Edm.Int64 (the SDK would send Edm.Int32 and refuse 2^31)."""
+    return {
+        key: _int64(key, value) if type(value) is int else value
+        for key, value in entity.items()
+        if key not in _READ_ONLY
+    }
+
+
+def _typed_filter(filter: str, parameters: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The filter with integer parameters written as Int64 literals (``5L``), the type every
+    integer property has; the SDK would write small ones as Int32, which matches no Int64."""
+    values = dict(parameters or {})
+    for name, value in list(values.items()):
+        if type(value) is int:
+            literal = f"{_int64(name, value).value}L"
+            filter = " ".join(literal if word == f"@{name}" else word for word in filter.split(" "))
+            del values[name]
+    return filter, values

@@ -125,6 +125,7 @@ def start_host(settings_env: dict[str, str], tmp_path: Path) -> Iterator[StartHo
         wait: bool = True,
         host_json: dict[str, Any] | None = None,
         local_settings: dict[str, Any] | None = None,
+        args: tuple[str, ...] = (),
         **overrides: str | None,
     ) -> Host:
         root = tmp_path / f"host{len(started)}"
@@ -151,6 +152,7 @@ def start_host(settings_env: dict[str, str], tmp_path: Path) -> Iterator[StartHo
                 [
                     *(sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app"),
                     *("--root", str(root), "--port", str(port)),
+                    *args,
                 ],
                 cwd=ROOT,
                 env=env,
@@ -258,6 +260,117 @@ def test_without_functions_key_nothing_is_enforced(start_host: StartHost) -> Non
     assert host.call("GET", "/api/items/room/7").status_code == 200
     assert host.admin("nightly", headers={}).status_code == 202
     assert host.record("nightly") == ["past_due=False"]
+
+
+def outward_address() -> str | None:
+    """This machine's address on its first non-loopback interface, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent; this only picks a route
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_without_functions_key_only_loopback_is_served(start_host: StartHost) -> None:
+    host = start_host(FUNCTIONS_KEY="", args=("--host", "0.0.0.0"))
+    assert "no FUNCTIONS_KEY: serving loopback only" in host.stdout
+    assert host.call("GET", "/api/greet/x").status_code == 201
+    # A proxy or tunnel forwards from loopback; its headers give it away.
+    for header in ("X-Forwarded-For", "Forwarded", "X-Forwarded-Host", "Via"):
+        refused = host.call("GET", "/api/greet/x", headers={header: "203.0.113.9"})
+        assert refused.status_code == 403, header
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert "FUNCTIONS_KEY" in refused.json()["detail"]
+    tunneled = host.admin("nightly", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert tunneled.status_code == 403
+    assert host.record("nightly") == []
+    address = outward_address()
+    if address is None:
+        pytest.skip("no non-loopback interface to connect from")
+    for path in ("/api/greet/x", "/api/items/room/7"):
+        answer = requests.get(f"http://{address}:{host.port}{path}", timeout=10)
+        assert answer.status_code == 403, path
+    answer = requests.post(
+        f"http://{address}:{host.port}/admin/functions/nightly", json={"input": ""}, timeout=10
+    )
+    assert answer.status_code == 403
+    assert host.record("nightly") == []
+
+
+def test_with_a_key_other_hosts_get_anonymous_routes_only(start_host: StartHost) -> None:
+    host = start_host(args=("--host", "0.0.0.0"))
+    assert "no FUNCTIONS_KEY" not in host.stdout
+    address = outward_address() or "127.0.0.1"
+    base = f"http://{address}:{host.port}"
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    assert requests.get(f"{base}/api/greet/x", headers=forwarded, timeout=10).status_code == 201
+    assert requests.get(f"{base}/api/items/room/7", timeout=10).status_code == 401
+    keyed = requests.get(f"{base}/api/items/room/7", headers={**AUTH, **forwarded}, timeout=10)
+    assert keyed.status_code == 200
+
+
+def raw_exchange(port: int, head: bytes, body: bytes = b"", *, read_first: bool = False) -> bytes:
+    """Send a request by hand; the answer's bytes (``read_first``: before sending ``body``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head)
+        if not read_first:
+            conn.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        conn.settimeout(1.0)
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+        return answer
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(start_host: StartHost) -> None:
+    host = start_host()
+    limit = 256 * 1024
+    # A declared length over the limit: 413 at once, though no byte of the body was sent.
+    head = (
+        f"POST /api/enqueue HTTP/1.1\r\nHost: x\r\nx-functions-key: {KEY}\r\n"
+        f"Content-Length: {90 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    answer = raw_exchange(host.port, head, read_first=True)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"application/problem+json" in answer
+    # Expect: 100-continue over the limit: 413 instead of 100.
+    expecting = head.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    assert raw_exchange(host.port, expecting, read_first=True).startswith(b"HTTP/1.1 413 ")
+    # Over the limit by one byte, sent whole: the client reads the 413.
+    r = host.call("POST", "/api/enqueue", data=b"x" * (limit + 1), headers=AUTH)
+    assert r.status_code == 413
+    assert r.json()["status"] == 413
+    at_limit = host.call("GET", "/api/items/room/7", data=b"y" * limit, headers=AUTH)
+    assert at_limit.status_code == 200
+
+
+def test_chunked_bodies_are_read_up_to_the_limit(start_host: StartHost, queues: QueueStore) -> None:
+    host = start_host()
+    limit = 256 * 1024
+    head = (
+        f"POST /api/enqueue HTTP/1.1\r\nHost: x\r\nx-functions-key: {KEY}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode()
+    fine = b"5;ext=1\r\nhello\r\n6\r\n chunk\r\n0\r\nTrailer: x\r\n\r\n"
+    assert raw_exchange(host.port, head, fine).startswith(b"HTTP/1.1 202 ")
+    assert decoded(wait_for_messages(queues, "sample-out", 1)[0]) == "hello chunk"
+    # Chunks past the limit: 413 as soon as the chunk that crosses it is announced.
+    big = f"{limit:x}\r\n".encode() + b"z" * limit + b"\r\n1\r\nz\r\n0\r\n\r\n"
+    assert raw_exchange(host.port, head, big).startswith(b"HTTP/1.1 413 ")
+    huge = f"{90 * 1024 * 1024:x}\r\n".encode()
+    assert raw_exchange(host.port, head, huge).startswith(b"HTTP/1.1 413 ")
+    for broken in (b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n"):
+        assert raw_exchange(host.port, head, broken).startswith(b"HTTP/1.1 400 "), broken
 
 
 def test_http_failure_is_500_and_writes_no_output(

@@ -53,7 +53,8 @@ def sweep_and_resync(host: LocalHost, tenant: Sandbox, platform: PlatformSim, bo
         seen = app_requests(tenant, ROOM_A, mark)
         deltas = [r for r in seen if "/calendarView/delta" in r["path"]]
         reads = [r for r in seen if r["method"] == "GET" and "/calendar/events/" in r["path"]]
-        return len(deltas) >= 2 and len(reads) >= bookings
+        # The sweep's read may be covered by the resync's full read (it then reads nothing).
+        return len(deltas) >= 1 and len(reads) >= bookings
 
     wait(done, timeout=30, what="the sweep's and the resync's reads")
     # Positive control: a person's event made now is read and reaches the platform, so the

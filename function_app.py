@@ -29,10 +29,10 @@ class _OnFirstUse:
 
 
 api = _OnFirstUse("sync_core.api")
-bookings = _OnFirstUse("sync_core.bookings")
+bookings = _OnFirstUse("sync_core.outbound.apply")
 credentials = _OnFirstUse("sync_core.credentials")
-inbound = _OnFirstUse("sync_core.inbound")
-subscriptions = _OnFirstUse("sync_core.subscriptions")
+inbound = _OnFirstUse("sync_core.inbound.sync")
+subscriptions = _OnFirstUse("sync_core.inbound.subscriptions")
 _services = _OnFirstUse("sync_core.services")
 
 

@@ -9,7 +9,7 @@ storage clients send (``StorageTransport.send``) and every warning the endpoint 
     .venv/bin/python bench/amplification.py [--items 1000] [--subscriptions 50] [--before REV]
 
 ``--before REV`` also measures the endpoint as it was at git revision REV (its
-``sync_core/inbound.py``, loaded beside the current one).
+``sync_core/inbound/sync.py``, loaded beside the current one).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
-from sync_core import inbound  # noqa: E402
 from sync_core.config import load_settings  # noqa: E402
+from sync_core.inbound import sync as inbound  # noqa: E402
 from sync_core.services import Services  # noqa: E402
 from sync_core.store.mappings import Mapping  # noqa: E402
 from sync_core.store.queues import SYNC_MAILBOX  # noqa: E402
@@ -83,7 +83,7 @@ def fresh_services(env: dict[str, str], module: ModuleType) -> Services:
 
 def load_inbound(revision: str) -> ModuleType:
     source = subprocess.run(
-        ["git", "show", f"{revision}:sync_core/inbound.py"],
+        ["git", "show", f"{revision}:sync_core/inbound/sync.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -168,12 +168,12 @@ def main() -> None:
         if args.before:
             runs.insert(0, (f"before ({args.before})", load_inbound(args.before)))
         for name, module in runs:
-            for logger_name in ("sync_core.inbound", module.__name__):
+            for logger_name in ("sync_core.inbound.sync", module.__name__):
                 logging.getLogger(logger_name).setLevel(logging.WARNING)
                 logging.getLogger(logger_name).addHandler(counts)
                 logging.getLogger(logger_name).propagate = False
             results = run(name, module, env, counts, args)
-            for logger_name in ("sync_core.inbound", module.__name__):
+            for logger_name in ("sync_core.inbound.sync", module.__name__):
                 logging.getLogger(logger_name).removeHandler(counts)
             print(f"  {'request':<40} {'storage requests':>16} {'warnings':>9} {'time':>9}")
             for label, storage, warnings, ms in results:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import ROOM, Stack, TenantProcess, percentile, wait_until
 
 from sandbox.platform import PlatformSim
-from sync_core.booking import BOOKING_PROPERTY_ID
+from sync_core.domain.booking import BOOKING_PROPERTY_ID
 
 WARM_UP = 40
 

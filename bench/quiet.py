@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _stack import KEY, ROOM, Stack, wait_until
 
-from sync_core.booking import BOOKING_PROPERTY_ID
+from sync_core.domain.booking import BOOKING_PROPERTY_ID
 
 ROOM_B = "berlin.havel@contoso.example"
 RESOURCES = {"room-42": (ROOM, "full"), "room-43": (ROOM_B, "busy_only")}

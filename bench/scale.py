@@ -32,8 +32,9 @@ from azure.data.tables import TableServiceClient  # noqa: E402
 
 from devhost.azurite import Azurite  # noqa: E402
 from sandbox import Sandbox, SandboxControl  # noqa: E402
-from sync_core import inbound, subscriptions  # noqa: E402
 from sync_core.config import load_settings  # noqa: E402
+from sync_core.inbound import subscriptions  # noqa: E402
+from sync_core.inbound import sync as inbound  # noqa: E402
 from sync_core.services import Services  # noqa: E402
 from sync_core.store.mappings import PARTITION, TABLE  # noqa: E402
 from sync_core.store.tables import encode_key  # noqa: E402

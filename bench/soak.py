@@ -2,7 +2,7 @@
 booking events, a killed worker and an Azurite restart; then check nothing was lost, duplicated
 or left stale.
 
-The same code runs bounded in CI (`tests/reliability/test_soak.py`) and longer here:
+The same code runs bounded in CI (`tests/e2e/test_soak.py`) and longer here:
 
     .venv/bin/python bench/soak.py [--seed N] [--bookings 40] [--person-events 10]
 
@@ -45,7 +45,7 @@ from azure.storage.queue import QueueServiceClient  # noqa: E402
 from devhost.azurite import Azurite, free_port, port_open  # noqa: E402
 from sandbox.client import SandboxControl  # noqa: E402
 from sandbox.platform import PlatformSim  # noqa: E402
-from sync_core.booking import BOOKING_PROPERTY_ID  # noqa: E402
+from sync_core.domain.booking import BOOKING_PROPERTY_ID  # noqa: E402
 
 ROOMS: dict[str, str] = {
     "room-42": "room.berlin@contoso.example",

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from azure.data.tables import TableServiceClient
 
 from devhost.azurite import Azurite
-from sync_core.store.mappings import Mapping, MappingRepository, now
+from sync_core.clock import now
+from sync_core.store.mappings import Mapping, MappingRepository
 from sync_core.store.tables import TableStore
 
 COUNT = 2000

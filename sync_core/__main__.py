@@ -1,5 +1,5 @@
-"""``python -m sync_core``: the admin CLI (see ``sync_core/cli.py``)."""
+"""``python -m sync_core``: the admin CLI (see ``sync_core/admin/cli.py``)."""
 
-from sync_core.cli import main
+from sync_core.admin.cli import main
 
 raise SystemExit(main())

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sync_core import admin, bookings, inbound, status_page
-from sync_core import status as status_
+from sync_core.admin import doctor as doctor_
+from sync_core.admin import mappings as admin
+from sync_core.admin import page as status_page
+from sync_core.admin import rooms
+from sync_core.admin import status as status_
+from sync_core.inbound import sync as inbound
+from sync_core.outbound import apply as bookings
 from sync_core.problems import ValidationFailed
 from sync_core.services import services
 from sync_core.store.mappings import Mapping
@@ -103,7 +108,7 @@ def list_rooms(request: Request) -> Response:
     wanted = [r.strip() for r in (request.query.get("resource_ids") or "").split(",") if r.strip()]
     for resource_id in wanted:
         check_identifier("resource_ids", resource_id)
-    return json_response(200, admin.list_rooms(services(), wanted).to_json())
+    return json_response(200, rooms.list_rooms(services(), wanted).to_json())
 
 
 def wants_html(request: Request) -> bool:
@@ -148,7 +153,7 @@ def history(request: Request) -> Response:
 
 
 def doctor(request: Request) -> Response:
-    return json_response(200, status_.run_doctor(services()), {"Cache-Control": "no-store"})
+    return json_response(200, doctor_.run_doctor(services()), {"Cache-Control": "no-store"})
 
 
 def booking_events(request: Request) -> Response:

@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from sync_core.clock import iso, parse_iso
 from sync_core.config import Settings
 from sync_core.graph.auth import CredentialSource, SecretCredential, TokenProvider
 from sync_core.graph.client import GraphClient, new_session
@@ -525,16 +526,6 @@ class Expiry:
     reason: str = ""  # why it is unknown, or why key_id is missing
 
 
-def _graph_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class PasswordMatch:
     """The app registration's passwordCredentials that may be the secret in use."""
@@ -580,7 +571,7 @@ def find_expiry(graph: GraphClient, source: CredentialSource) -> Expiry:
         match = match_password(app, secret, stored.tags.get("keyId") if stored else None)
         graph_problem = match.reason
         ends = [
-            end for p in match.candidates if (end := _graph_time(p.get("endDateTime"))) is not None
+            end for p in match.candidates if (end := parse_iso(p.get("endDateTime"))) is not None
         ]
         if ends:
             # Several candidates: warn by the earliest, but name none (rotation removes none).
@@ -635,7 +626,7 @@ class Assessment:
         if expires_at is None:
             return f"the {what}'s expiry is unknown"
         verb = "expires" if self.state == "warning" else "is valid until"
-        return f"the {what} {verb} {_iso(expires_at)} ({self.days_left} days left)"
+        return f"the {what} {verb} {iso(expires_at)} ({self.days_left} days left)"
 
     def to_json(self) -> dict[str, Any]:
         expires_at = self.expiry.expires_at if self.expiry else None
@@ -644,7 +635,7 @@ class Assessment:
             "kind": self.credential,
             "mode": self.mode,
             "source": self.source,
-            "expires_at": _iso(expires_at),
+            "expires_at": iso(expires_at),
             "days_left": self.days_left,
             "expiry_source": self.expiry.found_in if self.expiry else None,
             "state": self.state,
@@ -652,12 +643,6 @@ class Assessment:
             "hint": self.hint,
             "error": self.error,
         }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _renew_hint(kind: CredentialKind, settings: Settings, expires_at: datetime) -> str:
@@ -750,7 +735,7 @@ def assess(svc: Services, now: datetime | None = None) -> Assessment:
     renew = _renew_hint(kind, settings, found.expires_at)
     if left < 0:
         code = "CertificateExpired" if kind == "certificate" else "SecretExpired"
-        message = f"the {what} expired on {_iso(found.expires_at)}"
+        message = f"the {what} expired on {iso(found.expires_at)}"
         return judged(
             "error", renew, found, left, {"code": code, "message": message, "hint": renew}
         )
@@ -795,7 +780,7 @@ class RotationResult:
             "detail": self.detail,
             "old_key_id": self.old_key_id,
             "new_key_id": self.new_key_id,
-            "new_expires_at": _iso(self.new_expires_at),
+            "new_expires_at": iso(self.new_expires_at),
             "error": self.error,
             "warning": self.warning,
         }
@@ -896,7 +881,7 @@ def _rotate(
         return _failed("addPassword", "Entra refused a new secret", error, old_key_id=old_key)
     new_value = str(created.get("secretText") or "")
     new_key = str(created.get("keyId") or "")
-    new_end = _graph_time(created.get("endDateTime")) or end
+    new_end = parse_iso(created.get("endDateTime")) or end
     ids = {"old_key_id": old_key, "new_key_id": new_key}
     if not new_value or not new_key:
         return _failed(
@@ -905,7 +890,7 @@ def _rotate(
             {"code": "UnexpectedAnswer", "message": "addPassword returned no secret", "hint": ""},
             **ids,
         )
-    log.info("credential rotation: added secret %s (expires %s)", new_key, _iso(new_end))
+    log.info("credential rotation: added secret %s (expires %s)", new_key, iso(new_end))
 
     def discard_new(reason: str) -> str:
         try:
@@ -981,7 +966,7 @@ def _rotate(
     return RotationResult(
         "rotated",
         "done",
-        f"secret {new_key} replaces {old_key or 'the old one'}, valid until {_iso(new_end)}",
+        f"secret {new_key} replaces {old_key or 'the old one'}, valid until {iso(new_end)}",
         old_key_id=old_key,
         new_key_id=new_key,
         new_expires_at=new_end,
@@ -1057,14 +1042,14 @@ def watch(
     state["LastCheck"] = moment
     state["LastState"] = found.state
     if rotation is not None:
-        state["Rotation"] = json.dumps({**rotation.to_json(), "at": _iso(moment)})
+        state["Rotation"] = json.dumps({**rotation.to_json(), "at": iso(moment)})
     _save_state(svc, state)
     if rotation is not None and rotation.outcome == "rotated":
         return credential_status(svc, now=moment)
     return {
         **found.to_json(),
-        "checked_at": _iso(moment),
-        "last_watch": _iso(moment),
+        "checked_at": iso(moment),
+        "last_watch": iso(moment),
         "rotation": _rotation_view(settings, state),
     }
 
@@ -1119,30 +1104,30 @@ def _warn(
         log.warning(
             "credential_watch: %s expires %s (%s days left). %s",
             what,
-            _iso(expires_at) or "at an unknown date",
+            iso(expires_at) or "at an unknown date",
             left,
             found.hint,
         )
     if found.days_left is not None and expires_at is not None:
         threshold = threshold_for(found.days_left)
-        known = state.get("ExpiresAt") == _iso(expires_at)
+        known = state.get("ExpiresAt") == iso(expires_at)
         last = int(state["Threshold"]) if known and state.get("Threshold") is not None else None
         if threshold >= 0 and (last is None or threshold < last):
             data: dict[str, Any] = {
                 "credential": found.credential,
-                "expires_at": _iso(expires_at),
+                "expires_at": iso(expires_at),
                 "days_left": found.days_left,
                 "rotated": rotated,
             }
             if rotated and rotation is not None:
-                data["new_expires_at"] = _iso(rotation.new_expires_at)
+                data["new_expires_at"] = iso(rotation.new_expires_at)
             svc.platform.emit("credential.expiring", CREDENTIAL_RESOURCE, data)
-            state["ExpiresAt"] = _iso(expires_at)
+            state["ExpiresAt"] = iso(expires_at)
             state["Threshold"] = threshold
     if rotated:
         return
     detail = (
-        f"expires {_iso(expires_at)} ({found.days_left} days left)"
+        f"expires {iso(expires_at)} ({found.days_left} days left)"
         if expires_at is not None
         else "expiry unknown"
     )
@@ -1202,7 +1187,7 @@ def credential_status(svc: Services, now: datetime | None = None) -> dict[str, A
     last_check = state.get("LastCheck")
     return {
         **found.to_json(),
-        "checked_at": _iso(moment),
-        "last_watch": _iso(last_check) if isinstance(last_check, datetime) else None,
+        "checked_at": iso(moment),
+        "last_watch": iso(last_check) if isinstance(last_check, datetime) else None,
         "rotation": _rotation_view(svc.settings, state),
     }

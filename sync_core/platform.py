@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from sync_core import webhooks
+from sync_core.clock import iso, now
 from sync_core.config import Settings
 from sync_core.identity import pooled_session
 from sync_core.store.history import History, HistoryEntry
@@ -28,8 +29,9 @@ TIMEOUT = (5.0, 10.0)
 AT_ONCE_TIMEOUT = (2.0, 3.0)  # a first try made inside another function: retries wait longer
 
 
-def iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def stamp() -> str:
+    """The ``occurred_at`` of an outgoing event: now, in milliseconds."""
+    return iso(now(), "milliseconds")
 
 
 def retry_delay(base: float, attempt: int, cap: float = 3600.0) -> int:
@@ -45,7 +47,7 @@ class Platform:
         sequences: Sequences,
         history: History,
         session: requests.Session | None = None,
-        clock: Callable[[], str] = iso_now,
+        clock: Callable[[], str] = stamp,
     ) -> None:
         self.settings = settings
         self.queues = queues

@@ -10,15 +10,15 @@ from typing import TypeVar
 
 from sync_core.config import Settings, get_settings
 from sync_core.graph import GraphClient
-from sync_core.inbound import NotificationGate
+from sync_core.inbound.sync import NotificationGate
 from sync_core.platform import Platform
 from sync_core.store.blockers import BlockerRepository
+from sync_core.store.health import HealthRepository
 from sync_core.store.history import History
 from sync_core.store.links import LinkRepository
 from sync_core.store.mappings import MappingRepository
 from sync_core.store.queues import QueueStore
 from sync_core.store.records import BookingStates, SeenIds, Sequences
-from sync_core.store.status import HealthRepository
 from sync_core.store.subscriptions import CursorRepository, SubscriptionRepository
 from sync_core.store.tables import TableStore
 

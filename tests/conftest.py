@@ -26,7 +26,7 @@ from sync_core.store.queues import QueueStore
 from sync_core.store.tables import TableStore
 
 if TYPE_CHECKING:
-    from tests.quiet_world import World
+    from tests.integration.quiet_world import World
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "test-function-key"
@@ -235,9 +235,10 @@ def quiet_world(
     storage: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[World]:
-    """The product run in this process with its queues drained by the test (tests/quiet_world.py);
-    the module's ``WINDOW_DAYS`` sets the sync window (30 days without one)."""
-    from tests.quiet_world import World, notification_sink  # it imports this module
+    """The product run in this process with its queues drained by the test
+    (tests/integration/quiet_world.py); the module's ``WINDOW_DAYS`` sets the sync window (30 days
+    without one)."""
+    from tests.integration.quiet_world import World, notification_sink  # it imports this module
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
     with notification_sink() as sink:

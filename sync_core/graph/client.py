@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
+from sync_core.clock import iso
 from sync_core.config import Settings
 from sync_core.graph.auth import TokenProvider, credential_from_settings
 from sync_core.graph.errors import ErrorKind, GraphError, error_from_response
@@ -37,27 +38,6 @@ MAX_BATCH = 20  # Graph's limit per $batch request
 BATCH_CONCURRENCY = 4  # $batch requests in flight at once
 MAILBOX_CONCURRENCY = 4  # Outlook's limit per app and mailbox
 TIMEOUT = (5.0, 30.0)  # connect, read
-
-
-def graph_time(moment: datetime) -> str:
-    """A UTC timestamp as Graph wants it in query parameters."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_graph_timestamp(value: object) -> datetime | None:
-    """A Graph timestamp (``2026-11-22T10:00:00.1234567Z``: up to 7 fractional digits)."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:  # Python takes at most 6 fractional digits
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def event_path(mailbox: str, event_id: str) -> str:
@@ -494,7 +474,7 @@ class GraphClient:
         return self.items(
             f"{user_path(mailbox)}/calendarView",
             mailbox=mailbox,
-            params={"startDateTime": graph_time(start), "endDateTime": graph_time(end)},
+            params={"startDateTime": iso(start), "endDateTime": iso(end)},
             page_size=self.page_size,
         )
 
@@ -518,7 +498,7 @@ class GraphClient:
                 "GET",
                 f"{user_path(mailbox)}/calendarView/delta",
                 mailbox=mailbox,
-                params={"startDateTime": graph_time(start), "endDateTime": graph_time(end)},
+                params={"startDateTime": iso(start), "endDateTime": iso(end)},
                 page_size=self.page_size,
             )
         else:
@@ -544,8 +524,8 @@ class GraphClient:
             mailbox=mailbox,
             json={
                 "schedules": list(schedules),
-                "startTime": {"dateTime": graph_time(start)[:-1], "timeZone": "UTC"},
-                "endTime": {"dateTime": graph_time(end)[:-1], "timeZone": "UTC"},
+                "startTime": {"dateTime": iso(start)[:-1], "timeZone": "UTC"},
+                "endTime": {"dateTime": iso(end)[:-1], "timeZone": "UTC"},
                 "availabilityViewInterval": interval,
             },
             idempotent=True,
@@ -573,7 +553,7 @@ class GraphClient:
                     "notificationUrl": notification_url,
                     "lifecycleNotificationUrl": lifecycle_url,
                     "resource": resource,
-                    "expirationDateTime": graph_time(expiration),
+                    "expirationDateTime": iso(expiration),
                     "clientState": client_state,
                     "latestSupportedTlsVersion": "v1_2",
                 },
@@ -585,7 +565,7 @@ class GraphClient:
             self.request(
                 "PATCH",
                 f"/subscriptions/{quote(subscription_id, safe='')}",
-                json={"expirationDateTime": graph_time(expiration)},
+                json={"expirationDateTime": iso(expiration)},
             )
         )
 
@@ -626,7 +606,7 @@ class GraphClient:
                 json={
                     "passwordCredential": {
                         "displayName": display_name,
-                        "endDateTime": graph_time(end),
+                        "endDateTime": iso(end),
                     }
                 },
             )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sync_core.reconcile import TRANSACTION_PREFIX, Own
+from sync_core.domain.inbound import TRANSACTION_PREFIX, Own
 from sync_core.store.records import get_text, put_text
 from sync_core.store.tables import ConflictError, Entity, TableStore, decode_key, encode_key
 

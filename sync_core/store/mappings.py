@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
+from sync_core.clock import iso, now
 from sync_core.store.recent import Recent
 from sync_core.store.tables import ConflictError, Entity, NotFoundError, TableStore, encode_key
 
@@ -40,14 +41,10 @@ class Mapping:
             "mailbox": self.mailbox,
             "privacy": self.privacy,
             "enabled": self.enabled,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso(self.created_at, "auto"),
+            "updated_at": iso(self.updated_at, "auto"),
             "etag": self.etag,
         }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _to_entity(mapping: Mapping) -> Entity:
@@ -251,7 +248,3 @@ class MappingRepository:
             return False
         holder = self.get(claim.resource_id)
         return holder is None or holder.mailbox != claim.mailbox
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

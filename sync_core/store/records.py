@@ -9,16 +9,13 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from sync_core.clock import now
 from sync_core.store.tables import ConflictError, Entity, NotFoundError, TableStore, encode_key
 
 TEXT_CHUNK = 30_000  # Table Storage string properties hold at most 64 KiB (32K UTF-16 units)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _spread(value: str) -> str:

@@ -29,7 +29,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest, HttpResponse
 
 # The http.client-backed response of azure.core.rest; azure-core is pinned (requirements.txt)
-# and tests/test_storage_transport.py runs the tables and queue clients over this transport.
+# and tests/integration/test_storage_transport.py runs the tables and queue clients over it.
 from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
 
 from sync_core.identity import uses_proxy

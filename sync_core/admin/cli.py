@@ -1,0 +1,398 @@
+"""``python -m sync_core``: the admin operations from a terminal, without going through HTTP.
+
+The same functions as the HTTP API (``sync_core.admin``) run in this process with the
+app's settings (environment, then ``local.settings.json``). Tables for people, ``--json`` for
+scripts, progress on stderr for long operations, and the exit code says how it went:
+
+- 0: done, everything fine;
+- 1: the operation failed, or what it reports needs attention (a mapping in error, a failed
+  doctor check, an expired credential);
+- 2: the command line or a setting is wrong (one line names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from sync_core.admin import doctor, rooms
+from sync_core.admin import mappings as admin
+from sync_core.admin import status as status_
+from sync_core.admin.page import ago
+from sync_core.config import ConfigError, load_settings
+from sync_core.graph import GraphError
+from sync_core.problems import Problem
+from sync_core.services import Services
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Output:
+    """Where results go: a table for people, JSON for scripts."""
+
+    def __init__(self, as_json: bool, out: TextIO, err: TextIO) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+    def data(self, document: Any) -> None:
+        json.dump(document, self.out, indent=2, default=str, ensure_ascii=False)
+        self.out.write("\n")
+
+    def progress(self) -> admin.Progress:
+        """Progress of a long operation on stderr: its start, every 50 items, and its end."""
+
+        def report(step: str, done: int, total: int) -> None:
+            if done in (0, total) or done % 50 == 0:
+                print(f"{step}: {done}/{total}", file=self.err, flush=True)
+
+        return report
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    """Columns aligned to their widest cell; the last column is not padded."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def _error_lines(error: dict[str, Any] | None, indent: str = "  ") -> list[str]:
+    if not error:
+        return []
+    return [
+        f"{indent}{error.get('code')}: {error.get('message')}",
+        f"{indent}hint: {error.get('hint')}",
+    ]
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_rooms(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    wanted = [r.strip() for r in (args.resource_ids or "").split(",") if r.strip()]
+    report = rooms.list_rooms(svc, wanted)
+    if out.as_json:
+        out.data(report.to_json())
+        return EXIT_OK
+    rows = [
+        (
+            r.address,
+            r.display_name,
+            r.capacity if r.capacity is not None else "",
+            ", ".join(r.room_lists),
+            r.mapped_to or "-",
+        )
+        for r in report.rooms
+    ]
+    out.line(table(rows, ("ADDRESS", "NAME", "CAPACITY", "ROOM LISTS", "MAPPED TO")))
+    out.line(f"{len(report.rooms)} room(s) in {len(report.room_lists)} room list(s)")
+    if report.suggestions:
+        out.line()
+        out.line("Suggested mappings:")
+        out.line(
+            table(
+                [
+                    (s.resource_id, s.mailbox or "(no match)", s.match, s.mapped_mailbox or "-")
+                    for s in report.suggestions
+                ],
+                ("RESOURCE", "MAILBOX", "MATCH", "MAPPED NOW"),
+            )
+        )
+    return EXIT_OK
+
+
+def cmd_map(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    current = svc.mappings.get(args.resource_id)
+    mailbox = args.mailbox or (current.mailbox if current else None)
+    if mailbox is None:
+        out.err.write(f"error: {args.resource_id} is not mapped yet: give its MAILBOX\n")
+        return EXIT_USAGE
+    body = {
+        "mailbox": mailbox,
+        "privacy": args.privacy or (current.privacy if current else "busy_only"),
+        "enabled": args.enabled
+        if args.enabled is not None
+        else (current.enabled if current else True),
+    }
+    result = admin.save_mapping(
+        svc,
+        args.resource_id,
+        body,
+        if_match=current.etag if current else None,
+        progress=out.progress(),
+    )
+    if out.as_json:
+        out.data(
+            {
+                **result.mapping.to_json(),
+                "created": result.created,
+                "warnings": result.warnings,
+                "bookings_queued": result.bookings_queued,
+            }
+        )
+        return EXIT_FAILED if result.warnings else EXIT_OK
+    m = result.mapping
+    verb = "created" if result.created else "updated"
+    state = "enabled" if m.enabled else "deactivated (sync stopped, entries kept)"
+    out.line(f"{m.resource_id} → {m.mailbox}: {verb}; privacy {m.privacy}; {state}")
+    if result.bookings_queued:
+        out.line(f"{result.bookings_queued} booking(s) queued to be re-applied")
+    for warning in result.warnings:
+        out.line("warning: the mapping is saved, but sync could not start:")
+        for text in _error_lines(warning):
+            out.line(text)
+    return EXIT_FAILED if result.warnings else EXIT_OK
+
+
+def cmd_unmap(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    counts = admin.remove_mapping(svc, args.resource_id, purge=args.purge, progress=out.progress())
+    if out.as_json:
+        out.data({"resource_id": args.resource_id, **(counts.to_json() if counts else {})})
+        return EXIT_OK
+    if counts is None:
+        out.line(f"{args.resource_id}: unmapped; its events and blockers are kept")
+    else:
+        out.line(
+            f"{args.resource_id}: unmapped and purged: {counts.deleted_events} event(s) deleted "
+            f"({counts.already_gone} already gone), {counts.deleted_blockers} blocker(s) withdrawn"
+        )
+    return EXIT_OK
+
+
+def cmd_status(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    document = status_.build_status(svc)
+    code = EXIT_FAILED if document["state"] == "error" else EXIT_OK
+    if out.as_json:
+        out.data(document)
+        return code
+    now = datetime.now(UTC)
+    credential = document["credential"]
+    kind = str(credential.get("kind") or "credential").replace("_", " ")
+    out.line(f"Overall: {document['state']}")
+    out.line(f"Credential ({kind}): {credential.get('state')}: {credential.get('message')}")
+    if credential.get("expires_at"):
+        out.line(f"  expires {ago(credential['expires_at'], now)}")
+    if credential.get("state") != "ok" and credential.get("hint"):
+        out.line(f"  hint: {credential['hint']}")
+    work = document["work"]
+    queues = ", ".join(f"{q['queue']} {q['pending']}/{q['parked']}" for q in work["queues"])
+    out.line(f"Work: {work['pending']} pending, {work['parked']} parked ({queues})")
+    out.line()
+    if not document["mappings"]:
+        out.line("No mappings yet: python -m sync_core map RESOURCE MAILBOX")
+        return code
+    headers = ("STATE", "RESOURCE", "MAILBOX", "LAST SUCCESS", "SUBSCRIPTION UNTIL", "PEND", "PARK")
+    rows = [
+        (
+            m["state"],
+            m["resource_id"],
+            m["mailbox"],
+            ago(m["last_success"], now),
+            ago(m["subscription_expires_at"], now) if m["subscription_expires_at"] else "-",
+            m["pending"],
+            m["parked"],
+        )
+        for m in document["mappings"]
+    ]
+    lines = table(rows, headers).splitlines()
+    blocks = [lines[0]]
+    for m, text in zip(document["mappings"], lines[1:], strict=True):
+        blocks.append(text)
+        if m["state"] == "error":
+            blocks += _error_lines(m["last_error"], "    ")
+    for text in blocks:
+        out.line(text)
+    return code
+
+
+def cmd_history(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    entries, continuation = status_.history_page(
+        svc, resource_id=args.resource, limit=args.limit, continuation=args.continuation
+    )
+    if out.as_json:
+        out.data({"value": [e.to_json() for e in entries], "continuation": continuation})
+        return EXIT_OK
+    now = datetime.now(UTC)
+    headers = ("WHEN", "RESOURCE", "ACTION", "SUBJECT", "OUTCOME", "DETAIL")
+    rows = [
+        (
+            ago(e.to_json()["at"], now),
+            e.resource_id or "-",
+            e.action,
+            e.subject,
+            e.outcome,
+            e.detail,
+        )
+        for e in entries
+    ]
+    lines = table(rows, headers).splitlines()
+    out.line(lines[0])
+    for entry, text in zip(entries, lines[1:], strict=True):
+        out.line(text)
+        for extra in _error_lines(entry.error, "    "):
+            out.line(extra)
+    if not entries:
+        out.line("(nothing recorded)")
+    if continuation:
+        out.line(f"more: --continuation {continuation}")
+    return EXIT_OK
+
+
+def cmd_doctor(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    report = doctor.run_doctor(svc)
+    code = EXIT_FAILED if report["result"] == "fail" else EXIT_OK
+    if out.as_json:
+        out.data(report)
+        return code
+    width = max(len(c["name"]) for c in report["checks"])
+    for check in report["checks"]:
+        mark = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[check["status"]]
+        code_text = f" ({check['code']})" if check.get("code") and check["status"] != "pass" else ""
+        out.line(f"[{mark}] {check['name'].ljust(width)}  {check['message']}{code_text}")
+        if check["status"] != "pass" and check.get("hint"):
+            out.line(f"       {' ' * width}  hint: {check['hint']}")
+    if report["deactivated"]:
+        out.line(f"not checked (deactivated): {', '.join(report['deactivated'])}")
+    out.line(f"doctor: {report['result']}")
+    return code
+
+
+def cmd_resync(svc: Services, args: argparse.Namespace, out: Output) -> int:
+    report = admin.resync(svc, args.resource_id, progress=out.progress())
+    if out.as_json:
+        out.data(report.to_json())
+        return EXIT_OK
+    out.line(
+        f"{report.resource_id} ({report.mailbox}): subscription {report.subscription}; "
+        f"a full read of the calendar is queued; {report.bookings_queued} booking(s) queued to "
+        "be re-applied"
+    )
+    return EXIT_OK
+
+
+Command = Callable[[Services, argparse.Namespace, Output], int]
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    root = argparse.ArgumentParser(
+        prog="python -m sync_core",
+        description="Admin the calendar sync: rooms, mappings, status, history, doctor.",
+        epilog="Settings come from the environment, then local.settings.json (as the app's).",
+    )
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rooms = sub.add_parser("rooms", parents=[common], help="list Microsoft 365 rooms")
+    rooms.add_argument(
+        "--resource-ids", metavar="A,B", help="suggest a room for each platform resource id"
+    )
+    rooms.set_defaults(run=cmd_rooms)
+
+    map_ = sub.add_parser(
+        "map", parents=[common], help="map a resource to a mailbox (or change, deactivate it)"
+    )
+    map_.add_argument("resource_id", metavar="RESOURCE")
+    map_.add_argument("mailbox", metavar="MAILBOX", nargs="?", help="kept if already mapped")
+    map_.add_argument("--privacy", choices=("full", "busy_only"))
+    enabled = map_.add_mutually_exclusive_group()
+    enabled.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    enabled.add_argument(
+        "--disable",
+        dest="enabled",
+        action="store_const",
+        const=False,
+        help="stop sync both ways and keep every entry",
+    )
+    map_.set_defaults(run=cmd_map, enabled=None)
+
+    unmap = sub.add_parser("unmap", parents=[common], help="remove a mapping")
+    unmap.add_argument("resource_id", metavar="RESOURCE")
+    unmap.add_argument(
+        "--purge",
+        action="store_true",
+        help="also delete the events the service wrote and withdraw its blockers",
+    )
+    unmap.set_defaults(run=cmd_unmap)
+
+    status = sub.add_parser("status", parents=[common], help="credential, mappings, work")
+    status.set_defaults(run=cmd_status)
+
+    history = sub.add_parser("history", parents=[common], help="what happened, newest first")
+    history.add_argument("--resource", metavar="RESOURCE")
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--continuation", metavar="TOKEN")
+    history.set_defaults(run=cmd_history)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="check the whole set-up")
+    doctor.set_defaults(run=cmd_doctor)
+
+    resync = sub.add_parser(
+        "resync", parents=[common], help="start a fresh round in both directions"
+    )
+    resync.add_argument("resource_id", metavar="RESOURCE")
+    resync.set_defaults(run=cmd_resync)
+    return root
+
+
+def _problem(problem: Problem, out: Output) -> int:
+    if out.as_json:
+        out.data(problem.to_json())
+        return EXIT_FAILED
+    print(f"error: {problem.detail}", file=out.err)
+    for field_error in problem.errors:
+        if field_error.message != problem.detail:
+            print(f"  {field_error.field}: {field_error.message}", file=out.err)
+    hint = getattr(problem, "hint", "")
+    code = getattr(problem, "code", "")
+    if code:
+        print(f"code: {code}", file=out.err)
+    if hint:
+        print(f"hint: {hint}", file=out.err)
+    return EXIT_FAILED
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    services: Callable[[], Services] | None = None,
+) -> int:
+    stdout, stderr = out or sys.stdout, err or sys.stderr
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed the usage
+        return int(exit_.code or 0)
+    output = Output(args.json, stdout, stderr)
+    run: Command = args.run
+    try:
+        svc = services() if services else Services(load_settings())
+        return run(svc, args, output)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_USAGE
+    except Problem as problem:
+        return _problem(problem, output)
+    except GraphError as error:
+        return _problem(admin.GraphProblem(error.to_json()), output)
+    except KeyboardInterrupt:
+        print("interrupted", file=stderr)
+        return 130
+    except Exception as exc:  # storage unreachable and the like: one line, no traceback
+        print(
+            f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            file=stderr,
+        )
+        return EXIT_FAILED

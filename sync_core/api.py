@@ -9,6 +9,8 @@ from sync_core.admin import mappings as admin
 from sync_core.admin import page as status_page
 from sync_core.admin import rooms
 from sync_core.admin import status as status_
+from sync_core.admin.purge import remove_mapping
+from sync_core.admin.resync import resync
 from sync_core.inbound import sync as inbound
 from sync_core.outbound import apply as bookings
 from sync_core.problems import ValidationFailed
@@ -87,7 +89,7 @@ def _flag(request: Request, name: str) -> bool:
 def delete_mapping(request: Request) -> Response:
     """204 without purge; with ``?purge=true`` 200 and what was deleted."""
     purge = _flag(request, "purge")
-    counts = admin.remove_mapping(
+    counts = remove_mapping(
         services(),
         request.route["resource_id"],
         if_match=request.header("if-match"),
@@ -99,7 +101,7 @@ def delete_mapping(request: Request) -> Response:
 
 
 def resync_mapping(request: Request) -> Response:
-    report = admin.resync(services(), request.route["resource_id"])
+    report = resync(services(), request.route["resource_id"])
     return json_response(202, report.to_json())
 
 

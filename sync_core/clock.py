@@ -1,5 +1,6 @@
 """Time, one way for the whole service: the current instant, ISO 8601 text in UTC, parsing the
-timestamps Graph, Table Storage and the platform send, and the sync window."""
+timestamps Graph, Table Storage and the platform send, the sync window, and times as people
+read them on the status page and in the CLI."""
 
 from __future__ import annotations
 
@@ -46,3 +47,26 @@ def sync_window(today: date, days: int) -> tuple[datetime, datetime]:
     """The sync window (SPEC §4): from the start of today (UTC) ``days`` ahead."""
     start = datetime.combine(today, datetime.min.time(), UTC)
     return start, start + timedelta(days=days)
+
+
+def ago(value: object, now: datetime) -> str:
+    """``2026-11-02 10:15 UTC (5 min ago)``, or ``never``."""
+    moment = parse_iso(value)
+    if moment is None:
+        return "never"
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        relative = "in " + _span(-seconds)
+    elif seconds < 60:
+        relative = "just now"
+    else:
+        relative = _span(seconds) + " ago"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({relative})"
+
+
+def _span(seconds: int) -> str:
+    if seconds < 3600:
+        return f"{max(seconds // 60, 1)} min"
+    if seconds < 86400 * 2:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

@@ -22,7 +22,11 @@ from typing import Any, TextIO
 from sync_core.admin import doctor, rooms
 from sync_core.admin import mappings as admin
 from sync_core.admin import status as status_
-from sync_core.admin.page import ago
+from sync_core.admin.problems import GraphProblem
+from sync_core.admin.progress import Progress
+from sync_core.admin.purge import remove_mapping
+from sync_core.admin.resync import resync
+from sync_core.clock import ago
 from sync_core.config import ConfigError, load_settings
 from sync_core.graph import GraphError
 from sync_core.problems import Problem
@@ -46,7 +50,7 @@ class Output:
         json.dump(document, self.out, indent=2, default=str, ensure_ascii=False)
         self.out.write("\n")
 
-    def progress(self) -> admin.Progress:
+    def progress(self) -> Progress:
         """Progress of a long operation on stderr: its start, every 50 items, and its end."""
 
         def report(step: str, done: int, total: int) -> None:
@@ -156,7 +160,7 @@ def cmd_map(svc: Services, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_unmap(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    counts = admin.remove_mapping(svc, args.resource_id, purge=args.purge, progress=out.progress())
+    counts = remove_mapping(svc, args.resource_id, purge=args.purge, progress=out.progress())
     if out.as_json:
         out.data({"resource_id": args.resource_id, **(counts.to_json() if counts else {})})
         return EXIT_OK
@@ -269,7 +273,7 @@ def cmd_doctor(svc: Services, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_resync(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    report = admin.resync(svc, args.resource_id, progress=out.progress())
+    report = resync(svc, args.resource_id, progress=out.progress())
     if out.as_json:
         out.data(report.to_json())
         return EXIT_OK
@@ -338,11 +342,11 @@ def parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", parents=[common], help="check the whole set-up")
     doctor.set_defaults(run=cmd_doctor)
 
-    resync = sub.add_parser(
+    resync_cmd = sub.add_parser(
         "resync", parents=[common], help="start a fresh round in both directions"
     )
-    resync.add_argument("resource_id", metavar="RESOURCE")
-    resync.set_defaults(run=cmd_resync)
+    resync_cmd.add_argument("resource_id", metavar="RESOURCE")
+    resync_cmd.set_defaults(run=cmd_resync)
     return root
 
 
@@ -386,7 +390,7 @@ def main(
     except Problem as problem:
         return _problem(problem, output)
     except GraphError as error:
-        return _problem(admin.GraphProblem(error.to_json()), output)
+        return _problem(GraphProblem(error.to_json()), output)
     except KeyboardInterrupt:
         print("interrupted", file=stderr)
         return 130

@@ -1,9 +1,11 @@
-"""Admin operations, shared by the HTTP API (``api.py``) and the CLI (``cli.py``).
+"""Mappings (SPEC §6): create, change, read and delete the link between a booking-platform
+resource and a mailbox, and start or stop sync when one is written.
 
-Every operation takes the process's :class:`~sync_core.services.Services` and raises a
-:class:`~sync_core.problems.Problem` when the caller can act on what went wrong; the API turns it
-into problem+json, the CLI into a line with the hint. Long operations (purge, resync) report
-progress through an optional callback, which the CLI prints and the API ignores.
+The admin modules (mappings, rooms, purge, resync, status, doctor) are shared by the HTTP API
+(``api.py``) and the CLI (``cli.py``). Every operation takes the process's
+:class:`~sync_core.services.Services` and raises a :class:`~sync_core.problems.Problem` when the
+caller can act on what went wrong; the API turns it into problem+json, the CLI into a line with
+the hint.
 """
 
 from __future__ import annotations
@@ -12,20 +14,19 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from sync_core.admin.catch_up import bookings_to_reapply, queue_bookings
+from sync_core.admin.problems import problem_for
+from sync_core.admin.progress import Progress, no_progress
 from sync_core.clock import now
-from sync_core.graph import ErrorKind, GraphError
+from sync_core.graph import GraphError
 from sync_core.problems import (
     Conflict,
-    FieldError,
     NotFound,
     PreconditionFailed,
-    Problem,
     ValidationFailed,
 )
 from sync_core.store.mappings import MailboxTaken, Mapping, MappingRepository, Privacy
@@ -36,78 +37,7 @@ if TYPE_CHECKING:
     from sync_core.services import Services
 
 MAX_PAGE_SIZE = 1000
-# How far back in a resource's history a catch-up looks for bookings that arrived while the
-# mapping was deactivated (they have no link yet; history is their only per-resource record).
-CATCH_UP_HISTORY_LIMIT = 5000
 QUIESCE_SECONDS = 30.0  # how long a deactivation waits for a mailbox read in flight
-
-# History entries after which nothing older needs catching up: a deactivation or removal starts
-# the period in which bookings were ignored; an enable or create already caught up before it.
-CATCH_UP_MARKERS = frozenset(
-    {"mapping.deactivate", "mapping.delete", "mapping.purge", "mapping.enable", "mapping.create"}
-)
-
-Progress = Callable[[str, int, int], None]  # (step, done, total)
-
-# Graph errors that are about the mailbox itself (SPEC §5): the admin fixes the mapping or the
-# mailbox. Everything else (credential, permission, network) is a problem of the app or Graph.
-MAILBOX_KINDS = frozenset(
-    {ErrorKind.MAILBOX_UNKNOWN, ErrorKind.MAILBOX_NOT_ENABLED, ErrorKind.ACCESS_DENIED}
-)
-
-
-def _no_progress(step: str, done: int, total: int) -> None:
-    """The API's progress callback: nobody watches."""
-
-
-# -- problems that carry a Graph error's code and hint -------------------------------------------
-
-
-class GraphProblem(Problem):
-    """Graph or Entra refused what the operation needed (credential, permission, outage).
-
-    Extension members: ``code`` (Graph's or Entra's error code) and ``hint`` (what to do)."""
-
-    status, title, slug = 502, "Microsoft 365 refused the request", "graph-error"
-
-    def __init__(self, error: dict[str, Any], detail: str | None = None) -> None:
-        super().__init__(detail or str(error.get("message") or "Graph refused the request"))
-        self.error = error
-
-    @property
-    def code(self) -> str:
-        return str(self.error.get("code") or "")
-
-    @property
-    def hint(self) -> str:
-        return str(self.error.get("hint") or "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "code": self.code, "hint": self.hint}
-
-
-class MailboxUnreachable(GraphProblem):
-    """The mailbox of a mapping does not exist, is not in Exchange Online, or is out of scope."""
-
-    status, title, slug = 422, "The mailbox cannot be used", "mailbox-unreachable"
-
-    def __init__(self, error: dict[str, Any], mailbox: str) -> None:
-        super().__init__(error)
-        self.mailbox = mailbox
-        self.errors = [FieldError("mailbox", str(error.get("message") or ""))]
-
-    def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "mailbox": self.mailbox}
-
-
-def problem_for(error: GraphError, mailbox: str | None = None) -> GraphProblem:
-    """The problem an admin sees for a Graph error: 422 for the mailbox, 502 for the rest."""
-    if mailbox is not None and error.kind in MAILBOX_KINDS:
-        return MailboxUnreachable(error.to_json(), mailbox)
-    return GraphProblem(error.to_json())
-
-
-# -- mappings --------------------------------------------------------------------------------------
 
 
 class MappingInput(BaseModel):
@@ -326,7 +256,7 @@ def save_mapping(
     result = activate(svc, result)
     warnings = result.warnings + warnings
     # Outlook writes do not need the subscription: re-apply even if it could not be made.
-    queued = queue_bookings(svc, booking_ids, progress or _no_progress) if catch_up else 0
+    queued = queue_bookings(svc, booking_ids, progress or no_progress) if catch_up else 0
     if queued:
         detail += f"; {queued} booking(s) re-applied"
     svc.history.add(resource_id, action, mapping.mailbox, "ok", detail)
@@ -360,7 +290,7 @@ def _retire_mailbox(svc: Services, old: Mapping) -> list[dict[str, str]]:
         subscriptions.remove(svc, old.mailbox)
     except GraphError as error:
         warnings.append(error.to_json())
-    _delete_blockers(svc, old.resource_id, old.mailbox, _no_progress)
+    withdraw_blockers(svc, old.resource_id, old.mailbox, no_progress)
     return warnings
 
 
@@ -402,118 +332,7 @@ def deactivate(svc: Services, mapping: Mapping) -> None:
         svc.health.failure(mapping.resource_id, error.to_json())
 
 
-# -- delete and purge ------------------------------------------------------------------------------
-
-
-@dataclass
-class PurgeReport:
-    deleted_events: int = 0
-    already_gone: int = 0  # projections someone had already deleted in Outlook
-    deleted_blockers: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        return {
-            "deleted_events": self.deleted_events,
-            "already_gone": self.already_gone,
-            "deleted_blockers": self.deleted_blockers,
-        }
-
-
-def remove_mapping(
-    svc: Services,
-    resource_id: str,
-    *,
-    if_match: str | None = None,
-    purge: bool = False,
-    progress: Progress | None = None,
-) -> PurgeReport | None:
-    """``DELETE`` a mapping: stop sync and forget it. With ``purge`` also delete the events the
-    service wrote into the calendar and withdraw its blockers from the platform (returns the
-    counts). A purge that Graph interrupts leaves the mapping deactivated, so it can be retried.
-    """
-    report = progress or _no_progress
-    mapping = get_mapping(svc.mappings, resource_id)
-    if if_match is not None and if_match not in ("*", mapping.etag):
-        raise PreconditionFailed(
-            f"mapping {resource_id!r} changed since it was read; read it again"
-        )
-    counts: PurgeReport | None = None
-    if purge:
-        if mapping.enabled:  # first stop both directions, so nothing new is written meanwhile
-            try:
-                mapping = svc.mappings.replace(replace(mapping, enabled=False, updated_at=now()))
-            except (ConflictError, NotFoundError):
-                raise Conflict(
-                    f"mapping {resource_id!r} was changed at the same time; retry"
-                ) from None
-        deactivate(svc, mapping)
-        wait_for_reads(svc, mapping.mailbox)  # no read in flight may re-send a blocker
-        counts = PurgeReport()
-        try:
-            _delete_projections(svc, resource_id, counts, report)
-        except GraphError as error:
-            svc.history.add(
-                resource_id, "mapping.purge", mapping.mailbox, "failed",
-                f"stopped after deleting {counts.deleted_events} event(s): {error.message}",
-                error.to_json(),
-            )  # fmt: skip
-            raise GraphProblem(
-                error.to_json(),
-                f"the purge stopped after deleting {counts.deleted_events} event(s): "
-                f"{error.message}. The mapping is deactivated; delete it with purge again to "
-                "finish.",
-            ) from None
-        counts.deleted_blockers = _delete_blockers(svc, resource_id, mapping.mailbox, report)
-    try:
-        svc.mappings.delete(resource_id, etag=mapping.etag)
-    except ConflictError:
-        raise Conflict(f"mapping {resource_id!r} was changed at the same time; retry") from None
-    svc.mappings.release(mapping.mailbox, resource_id)
-    if not purge:
-        deactivate(svc, mapping)
-    svc.health.clear(resource_id)
-    if counts is None:
-        svc.history.add(resource_id, "mapping.delete", mapping.mailbox, "ok", "entries kept")
-    else:
-        svc.history.add(
-            resource_id, "mapping.purge", mapping.mailbox, "ok",
-            f"deleted {counts.deleted_events} event(s) ({counts.already_gone} already gone) "
-            f"and {counts.deleted_blockers} blocker(s)",
-        )  # fmt: skip
-    return counts
-
-
-def _delete_projections(
-    svc: Services, resource_id: str, counts: PurgeReport, progress: Progress
-) -> None:
-    """Delete every Outlook event this service wrote for the resource's bookings."""
-    from sync_core.domain.booking import BOOKING_PROPERTY_ID
-
-    links = [link for link in svc.links.for_resource(resource_id) if link.state != "removed"]
-    progress("deleting events", 0, len(links))
-    for done, link in enumerate(links, 1):
-        event_ids: list[str] = []
-        if link.event_id:
-            event_ids.append(link.event_id)
-        else:  # a create that was started but not recorded: find it by our property
-            event_ids += [
-                str(e["id"])
-                for e in svc.graph.find_events_by_property(
-                    link.mailbox, BOOKING_PROPERTY_ID, link.booking_id
-                )
-            ]
-        for event_id in event_ids:
-            if svc.graph.delete_event(link.mailbox, event_id):
-                counts.deleted_events += 1
-            else:
-                counts.already_gone += 1
-        svc.links.unindex(link.mailbox, link.transaction_id)
-        # Not in any calendar any more, and not applied: a later mapping re-creates it.
-        svc.links.save(replace(link, state="removed", event_id=None, applied_version=0))
-        progress("deleting events", done, len(links))
-
-
-def _delete_blockers(svc: Services, resource_id: str, mailbox: str, progress: Progress) -> int:
+def withdraw_blockers(svc: Services, resource_id: str, mailbox: str, progress: Progress) -> int:
     """Tell the platform every blocker of the mailbox is gone, and forget them."""
     blockers = [
         b for b in svc.blockers.for_mailbox(mailbox).values() if b.resource_id == resource_id
@@ -524,130 +343,3 @@ def _delete_blockers(svc: Services, resource_id: str, mailbox: str, progress: Pr
         svc.blockers.delete(mailbox, blocker.id)
         progress("withdrawing blockers", done, len(blockers))
     return len(blockers)
-
-
-# -- resync ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResyncReport:
-    resource_id: str
-    mailbox: str
-    subscription: str  # ok, renewed, created, recreated
-    mailbox_rounds: int
-    bookings_queued: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "resource_id": self.resource_id,
-            "mailbox": self.mailbox,
-            "subscription": self.subscription,
-            "mailbox_rounds": self.mailbox_rounds,
-            "bookings_queued": self.bookings_queued,
-        }
-
-
-def resync(svc: Services, resource_id: str, *, progress: Progress | None = None) -> ResyncReport:
-    """Start a fresh round in both directions: check the mailbox, make sure its subscription is
-    alive, read the whole window again (blockers) and re-apply every booking of the resource
-    (projections restored to the bookings' state)."""
-    from sync_core.store.queues import SYNC_MAILBOX
-
-    report = progress or _no_progress
-    mapping = get_mapping(svc.mappings, resource_id)
-    if not mapping.enabled:
-        raise Conflict(
-            f"mapping {resource_id!r} is deactivated; enable it (PUT with enabled: true), "
-            "which also resyncs it"
-        )
-    report("checking the mailbox", 0, 1)
-    check_mailbox(svc, mapping.mailbox, resource_id)
-    report("checking the mailbox", 1, 1)
-    try:
-        subscription = ensure_live_subscription(svc, mapping)
-    except GraphError as error:
-        svc.health.failure(resource_id, error.to_json())
-        svc.history.add(
-            resource_id, "mapping.resync", mapping.mailbox, "failed",
-            error.message, error.to_json(),
-        )  # fmt: skip
-        raise problem_for(error, mapping.mailbox) from None
-    svc.queues.send(SYNC_MAILBOX, {"mailbox": mapping.mailbox, "full": True})
-    queued = queue_bookings(svc, bookings_to_reapply(svc, resource_id), report)
-    svc.history.add(
-        resource_id, "mapping.resync", mapping.mailbox, "ok",
-        f"subscription {subscription}; full read queued; {queued} booking(s) re-applied",
-    )  # fmt: skip
-    return ResyncReport(resource_id, mapping.mailbox, subscription, 1, queued)
-
-
-def ensure_live_subscription(svc: Services, mapping: Mapping) -> str:
-    """Make sure Graph still holds the mapping's subscription: create, renew or recreate it."""
-    from sync_core.inbound import subscriptions
-
-    record_ = svc.subscriptions.by_mailbox(mapping.mailbox)
-    if record_ is None:
-        subscriptions.create(svc, mapping)
-        return "created"
-    alive = record_.expires_at > datetime.now(UTC)
-    if alive:
-        try:
-            svc.graph.request("GET", f"/subscriptions/{quote(record_.subscription_id, safe='')}")
-        except GraphError as error:
-            if error.status != 404:
-                raise
-            alive = False
-    if not alive:
-        subscriptions.recreate(svc, mapping)
-        return "recreated"
-    renewed = subscriptions.ensure(svc, mapping)
-    return "renewed" if renewed.expires_at != record_.expires_at else "ok"
-
-
-def bookings_to_reapply(svc: Services, resource_id: str) -> dict[str, bool]:
-    """Booking ids of the resource → whether the message is a repair (an active projection
-    is rewritten to the booking's state even if its version was applied).
-
-    Bookings with a link are found through it. Bookings that arrived while the mapping was
-    deactivated have none yet: they are found in the resource's history (``booking.apply``
-    ``ignored``), read back to the newest entry that starts or ends such a period
-    (:data:`CATCH_UP_MARKERS`)."""
-    found: dict[str, bool] = {}
-    for link in svc.links.for_resource(resource_id):
-        found[link.booking_id] = link.state == "active"
-    continuation: str | None = None
-    read = 0
-    while read < CATCH_UP_HISTORY_LIMIT:
-        entries, continuation = svc.history.page(
-            resource_id=resource_id, page_size=200, continuation=continuation
-        )
-        for entry in entries:
-            read += 1
-            if entry.action in CATCH_UP_MARKERS:
-                return found
-            if (
-                entry.action == "booking.apply"
-                and entry.outcome == "ignored"
-                and entry.subject not in found
-            ):
-                found[entry.subject] = False
-        if continuation is None:
-            break
-    return found
-
-
-def queue_bookings(svc: Services, bookings: dict[str, bool], progress: Progress) -> int:
-    from sync_core.store.queues import APPLY_BOOKING
-
-    total = len(bookings)
-    progress("re-applying bookings", 0, total)
-    for done, (booking_id, repair) in enumerate(sorted(bookings.items()), 1):
-        message: dict[str, Any] = {"booking_id": booking_id, "attempt": 1}
-        if repair:
-            message["repair"] = True
-        svc.queues.send(APPLY_BOOKING, message)
-        progress("re-applying bookings", done, total)
-    return total
-
-
-# -- rooms -----------------------------------------------------------------------------------------

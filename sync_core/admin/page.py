@@ -15,7 +15,7 @@ from html import escape
 from typing import Any
 
 from sync_core.admin.status import credential_tone
-from sync_core.clock import parse_iso
+from sync_core.clock import ago, parse_iso
 from sync_core.store.history import HistoryEntry
 
 STYLE = """
@@ -87,29 +87,6 @@ BANNERS = {
 def e(value: object) -> str:
     """Escaped text for HTML content and attribute values."""
     return escape("" if value is None else str(value), quote=True)
-
-
-def ago(value: object, now: datetime) -> str:
-    """``2026-11-02 10:15 UTC (5 min ago)``, or ``never``."""
-    moment = parse_iso(value)
-    if moment is None:
-        return "never"
-    seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        relative = "in " + _span(-seconds)
-    elif seconds < 60:
-        relative = "just now"
-    else:
-        relative = _span(seconds) + " ago"
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({relative})"
-
-
-def _span(seconds: int) -> str:
-    if seconds < 3600:
-        return f"{max(seconds // 60, 1)} min"
-    if seconds < 86400 * 2:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
 
 
 def _error_block(error: dict[str, Any] | None) -> str:

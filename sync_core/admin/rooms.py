@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sync_core.admin.mappings import GraphProblem
+from sync_core.admin.problems import GraphProblem
 from sync_core.graph import ErrorKind, GraphError
 from sync_core.store.mappings import Mapping
 

@@ -350,6 +350,3 @@ def history_page(
         return svc.history.page(resource_id=resource_id, page_size=limit, continuation=continuation)
     except ValueError as exc:  # a continuation token that is not ours
         raise ValidationFailed.single("continuation", str(exc)) from None
-
-
-# -- doctor ----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sandbox import Sandbox
 from sandbox.platform import PlatformSim
 from sync_core import webhooks
 from sync_core.admin import mappings as admin
+from sync_core.admin import resync
 from sync_core.config import load_settings
 from sync_core.domain.booking import BOOKING_PROPERTY_ID
 from sync_core.inbound import sync as inbound
@@ -248,7 +249,7 @@ class World:
 
     def resync_all(self) -> None:
         for resource_id in RESOURCES:
-            admin.resync(self.services, resource_id)
+            resync.resync(self.services, resource_id)
 
     # -- what happened -----------------------------------------------------------------------
 

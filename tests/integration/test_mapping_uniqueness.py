@@ -17,7 +17,7 @@ import requests
 
 from sandbox import Sandbox
 from sync_core.admin import mappings as admin
-from sync_core.admin import status
+from sync_core.admin import purge, status
 from sync_core.clock import now
 from sync_core.config import load_settings
 from sync_core.inbound import subscriptions
@@ -111,7 +111,7 @@ def test_parallel_puts_from_many_instances_map_the_mailbox_once(
     assert claim is not None and claim.resource_id == winner
     assert len(subscriptions_of(tenant, ROOM_A)) == 1
 
-    admin.remove_mapping(svc, winner)
+    purge.remove_mapping(svc, winner)
     assert subscriptions_of(tenant, ROOM_A) == []
     assert svc.mappings.claim_of(ROOM_A) is None
     # The mailbox is free again for any resource.
@@ -250,7 +250,7 @@ def test_subscriptions_no_mapping_owns_are_reported_then_removed(
     assert status.check_subscriptions(svc, svc.graph, active).status == "pass"
 
     # Every mapping deleted, a leftover made by hand: the doctor no longer says pass.
-    admin.remove_mapping(svc, "room-1")
+    purge.remove_mapping(svc, "room-1")
     by_hand(ROOM_A)
     check = status.check_subscriptions(svc, svc.graph, [])
     assert check.status == "warn"

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from sandbox import Sandbox
+from sync_core.admin import doctor, purge
 from sync_core.admin import mappings as admin
-from sync_core.admin import purge, status
 from sync_core.clock import now
 from sync_core.config import load_settings
 from sync_core.inbound import subscriptions
@@ -234,7 +234,7 @@ def test_subscriptions_no_mapping_owns_are_reported_then_removed(
     ).id
     active = [m for m in svc.mappings.all() if m.enabled]
 
-    check = status.check_subscriptions(svc, svc.graph, active)
+    check = doctor.check_subscriptions(svc, svc.graph, active)
     assert check.status == "warn", check
     assert "4 subscription(s) no enabled mapping owns" in check.message
     assert f"{duplicate} ({ROOM_A}: duplicate)" in check.message
@@ -247,12 +247,12 @@ def test_subscriptions_no_mapping_owns_are_reported_then_removed(
     left = {s["id"] for s in tenant.control.subscriptions()}
     assert left == {recorded.subscription_id, foreign}
     assert not orphans & left
-    assert status.check_subscriptions(svc, svc.graph, active).status == "pass"
+    assert doctor.check_subscriptions(svc, svc.graph, active).status == "pass"
 
     # Every mapping deleted, a leftover made by hand: the doctor no longer says pass.
     purge.remove_mapping(svc, "room-1")
     by_hand(ROOM_A)
-    check = status.check_subscriptions(svc, svc.graph, [])
+    check = doctor.check_subscriptions(svc, svc.graph, [])
     assert check.status == "warn"
     assert f"({ROOM_A}: no enabled mapping)" in check.message
     # The removal asked for a sweep: the next pass deletes it without waiting a day.
@@ -281,7 +281,7 @@ def test_legacy_duplicate_mappings_fail_the_doctor(host: LocalHost, tenant: Sand
     moment = now()
     svc.mappings.create(Mapping("a", ROOM_A, "full", True, moment, moment))
     svc.mappings.create(Mapping("b", ROOM_A, "full", True, moment, moment))
-    check = status.check_subscriptions(svc, svc.graph, list(svc.mappings.all()))
+    check = doctor.check_subscriptions(svc, svc.graph, list(svc.mappings.all()))
     assert check.status == "fail"
     assert f"{ROOM_A} is mapped to 2 resources (a, b)" in check.message
     assert check.code == "MailboxMappedTwice"

@@ -30,7 +30,7 @@ class _OnFirstUse:
 
 api = _OnFirstUse("sync_core.api")
 bookings = _OnFirstUse("sync_core.outbound.apply")
-credentials = _OnFirstUse("sync_core.credentials")
+credentials = _OnFirstUse("sync_core.credentials.watch")
 inbound = _OnFirstUse("sync_core.inbound.sync")
 subscriptions = _OnFirstUse("sync_core.inbound.subscriptions")
 _services = _OnFirstUse("sync_core.services")

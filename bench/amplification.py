@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite  # noqa: E402
+from sync_core import api  # noqa: E402
 from sync_core.config import load_settings  # noqa: E402
-from sync_core.inbound import sync as inbound  # noqa: E402
+from sync_core.inbound import gate, notifications  # noqa: E402
 from sync_core.services import Services  # noqa: E402
 from sync_core.store.mappings import Mapping  # noqa: E402
 from sync_core.store.queues import SYNC_MAILBOX  # noqa: E402
@@ -79,6 +80,16 @@ def fresh_services(env: dict[str, str], module: ModuleType) -> Services:
     svc.tables.table(svc.subscriptions.TABLE)
     svc.queues.depth(SYNC_MAILBOX)
     return svc
+
+
+def current_inbound() -> ModuleType:
+    """Today's notification route, called the way ``load_inbound``'s older module is."""
+    module = ModuleType(notifications.__name__)
+    module.__dict__.update(
+        NotificationGate=gate.NotificationGate,
+        receive_notifications=lambda svc, r: api.graph_notifications(r, svc),
+    )
+    return module
 
 
 def load_inbound(revision: str) -> ModuleType:
@@ -133,8 +144,8 @@ def run(
     measure("unknown ids, fresh process", counts, post(svc, forged), results)
     measure("the same request again", counts, post(svc, forged), results)
     measure("new unknown ids at once", counts, post(svc, unknown()), results)
-    time.sleep(inbound.NotificationGate.LISTING_AGE)
-    measure(f"new unknown ids after {inbound.NotificationGate.LISTING_AGE:g} s", counts,
+    time.sleep(gate.NotificationGate.LISTING_AGE)
+    measure(f"new unknown ids after {gate.NotificationGate.LISTING_AGE:g} s", counts,
             post(svc, unknown()), results)  # fmt: skip
     svc = fresh_services(env, module)
     measure("copies of a known id, fresh process", counts, post(svc, copies), results)
@@ -164,16 +175,16 @@ def main() -> None:
             for n in range(args.subscriptions - 1)
         ]
         setup.subscriptions.save_many(records)
-        runs = [("after", inbound)]
+        runs = [("after", current_inbound())]
         if args.before:
             runs.insert(0, (f"before ({args.before})", load_inbound(args.before)))
         for name, module in runs:
-            for logger_name in ("sync_core.inbound.sync", module.__name__):
+            for logger_name in (notifications.__name__, module.__name__):
                 logging.getLogger(logger_name).setLevel(logging.WARNING)
                 logging.getLogger(logger_name).addHandler(counts)
                 logging.getLogger(logger_name).propagate = False
             results = run(name, module, env, counts, args)
-            for logger_name in ("sync_core.inbound.sync", module.__name__):
+            for logger_name in (notifications.__name__, module.__name__):
                 logging.getLogger(logger_name).removeHandler(counts)
             print(f"  {'request':<40} {'storage requests':>16} {'warnings':>9} {'time':>9}")
             for label, storage, warnings, ms in results:

@@ -60,6 +60,8 @@ lint() {
   "$PY" -m ruff format --check .
   log "mypy"
   "$PY" -m mypy
+  log "import rules (lint-imports)"
+  "$VENV/bin/lint-imports" --no-cache --no-logo
 }
 
 case "${1:-}" in

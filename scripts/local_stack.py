@@ -9,46 +9,18 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import DEFAULT_PORTS, Azurite, port_open  # noqa: E402
+from devhost.stack import HostProcess, StackError, TenantProcess  # noqa: E402
 from sync_core.config import merged_environment  # noqa: E402
 
 LOOPBACK = ("https://127.0.0.1", "https://localhost")
 SANDBOX_STATE = ROOT / ".run" / "sandbox"
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not port_open(port):
-        if process.poll() is not None:
-            raise SystemExit(f"error: {what} exited with code {process.returncode}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"error: {what} did not open port {port} within {timeout:.0f} s")
-        time.sleep(0.1)
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(
-                f"error: the local function host exited with code {process.returncode}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - loopback
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"error: {url} did not answer within {timeout:.0f} s")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -78,38 +50,21 @@ def main() -> int:
     authority = settings.get("AUTHORITY_HOST", "")
     simulated = authority.startswith(LOOPBACK)
     base = f"http://127.0.0.1:{args.port}"
-    children: list[subprocess.Popen[bytes]] = []
+    tenant: TenantProcess | None = None
+    host: HostProcess | None = None
     try:
         if simulated:
             port = int(authority.rsplit(":", 1)[1]) if authority.count(":") == 2 else 443
-            tenant = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sandbox",
-                    "--port",
-                    str(port),
-                    "--state-dir",
-                    str(SANDBOX_STATE),
-                    "--product-url",
-                    base,
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-            children.append(tenant)
-            wait_port(port, tenant, "the simulated tenant")
-            env["REQUESTS_CA_BUNDLE"] = str(SANDBOX_STATE / "ca.pem")
+            tenant = TenantProcess(SANDBOX_STATE, port, product_url=base, console=True).start()
+            env["REQUESTS_CA_BUNDLE"] = str(tenant.ca_file)
             print(
                 f"No real tenant configured (AUTHORITY_HOST is {authority}): "
                 "using the simulated Microsoft 365 tenant and booking platform.",
                 flush=True,
             )
-        host = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--port", str(args.port)], cwd=ROOT, env=env
-        )
-        children.append(host)
-        wait_for(f"{base}/api/health", host, timeout=30)
+        # The environment as it is: local.settings.json, read by the host, fills in the rest.
+        host = HostProcess(env, port=args.port, console=True, isolated=False)
+        host.wait_healthy(timeout=30)
         lines = [
             "",
             "Ready.",
@@ -123,18 +78,15 @@ def main() -> int:
             ]
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
-        host.wait()
-        return host.returncode or 0
+        return host.process.wait() or 0
+    except StackError as error:
+        raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:
         return 0
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        for child in (host, tenant):
+            if child:
+                child.stop()
         if azurite:
             azurite.stop()
         print("Stopped.", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from sync_core.admin import doctor as doctor_
@@ -11,10 +13,10 @@ from sync_core.admin import rooms
 from sync_core.admin import status as status_
 from sync_core.admin.purge import remove_mapping
 from sync_core.admin.resync import resync
-from sync_core.inbound import sync as inbound
-from sync_core.outbound import apply as bookings
+from sync_core.inbound import notifications
+from sync_core.outbound import intake
 from sync_core.problems import ValidationFailed
-from sync_core.services import services
+from sync_core.services import Services, services
 from sync_core.store.mappings import Mapping
 from sync_core.validation import check_identifier, parse_count
 from sync_core.web import Request, Response, json_response
@@ -158,13 +160,42 @@ def doctor(request: Request) -> Response:
     return json_response(200, doctor_.run_doctor(services()), {"Cache-Control": "no-store"})
 
 
-def booking_events(request: Request) -> Response:
-    return bookings.receive(services(), request)
+def booking_events(request: Request, svc: Services | None = None) -> Response:
+    """A signed booking event (SPEC §3.2): the signature is checked before the body is read."""
+    svc = svc if svc is not None else services()
+    webhook_id = intake.authenticate(svc, request.headers, request.body)
+    receipt = intake.accept(svc, webhook_id, request.json())
+    reason = {"reason": receipt.reason} if receipt.reason else {}
+    return json_response(
+        202 if receipt.status == "accepted" else 200, {"status": receipt.status, **reason}
+    )
 
 
-def graph_notifications(request: Request) -> Response:
-    return inbound.receive_notifications(services(), request)
+def graph_notifications(request: Request, svc: Services | None = None) -> Response:
+    """Graph change notifications: 202 and how many mailboxes get a read."""
+    return _from_graph(request, svc, notifications.receive_notifications, "accepted")
 
 
-def graph_lifecycle(request: Request) -> Response:
-    return inbound.receive_lifecycle(services(), request)
+def graph_lifecycle(request: Request, svc: Services | None = None) -> Response:
+    """Graph lifecycle notifications: 202 and how many messages were queued."""
+    return _from_graph(request, svc, notifications.receive_lifecycle, "queued")
+
+
+def _from_graph(
+    request: Request,
+    svc: Services | None,
+    receive: Callable[[Services, Any], int],
+    counted: str,
+) -> Response:
+    token = request.query.get("validationToken")
+    if token is not None:
+        # Graph's handshake, on either route and before anything else: the token back verbatim
+        # as text (the query value is already URL-decoded). It is caller text, so a browser must
+        # never sniff it into HTML.
+        return Response(
+            200,
+            token.encode("utf-8"),
+            {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
+        )
+    count = receive(svc if svc is not None else services(), request.json())
+    return json_response(202, {counted: count})

@@ -9,8 +9,9 @@ from functools import cached_property
 from typing import TypeVar
 
 from sync_core.config import Settings, get_settings
+from sync_core.credentials.sources import source_for
 from sync_core.graph import GraphClient
-from sync_core.inbound.sync import NotificationGate
+from sync_core.inbound.gate import NotificationGate
 from sync_core.platform import Platform
 from sync_core.store.blockers import BlockerRepository
 from sync_core.store.health import HealthRepository
@@ -42,7 +43,7 @@ class Services:
 
     @cached_property
     def graph(self) -> GraphClient:
-        return GraphClient.from_settings(self.settings)
+        return GraphClient.from_settings(self.settings, source_for(self.settings))
 
     @cached_property
     def mappings(self) -> MappingRepository:

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from devhost.azurite import Azurite, free_port, port_open
+from devhost.azurite import Azurite
+from devhost.stack import HostProcess, example_settings, start_platform
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
 from sync_core.config import Settings, StorageSettings, load_settings
-from sync_core.store.queues import QueueStore
+from sync_core.store.queues import APPLY_BOOKING, DELIVER, SYNC_MAILBOX, QueueStore
 from sync_core.store.tables import TableStore
 
 if TYPE_CHECKING:
@@ -73,12 +67,6 @@ def queues(storage: str) -> QueueStore:
     return QueueStore.from_settings(StorageSettings(connection_string=storage))
 
 
-def example_settings() -> dict[str, str]:
-    """The safe local values of local.settings.example.json."""
-    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
-    return {k: str(v) for k, v in values.items()}
-
-
 NO_LOCAL_SETTINGS = Path("/nonexistent/local.settings.json")
 
 
@@ -101,63 +89,9 @@ def settings_env(storage: str) -> dict[str, str]:
     return env
 
 
-class LocalHost:
-    """`python -m devhost` in a subprocess, for tests over real HTTP."""
-
-    def __init__(self, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
-
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        # Graph (the simulated tenant) calls this host back: it is the public base URL.
-        self.env = {**env, "PUBLIC_BASE_URL": self.base}
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
-        full_env.update(self.env)
-
-        # A file, not a pipe: nobody reads while tests run, and a full pipe would block the host.
-        self.log = tempfile.NamedTemporaryFile(prefix="devhost-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--port", str(self.port), *args],
-            cwd=cwd,
-            env=full_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30.0) -> LocalHost:
-
-        deadline = time.monotonic() + timeout
-        while not port_open(self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"devhost exited with {self.process.returncode}:\n{self.output()}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError("devhost did not start in time")
-            time.sleep(0.05)
-        return self
-
-    def map(self, resource_id: str, mailbox: str, privacy: str | None = "full") -> None:
-        """Map a resource through the admin API (which also subscribes to the mailbox)."""
-        body = {"mailbox": mailbox} | ({"privacy": privacy} if privacy else {})
-        requests.put(
-            f"{self.base}/api/admin/mappings/{resource_id}",
-            json=body,
-            headers=KEY_HEADER,
-            timeout=30,
-        ).raise_for_status()
-
-    def stop(self) -> str:
-
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.output()
+# `python -m devhost` in a subprocess, isolated from the shell's settings, for tests over real
+# HTTP: started as `make run` and the benchmarks start it (devhost/stack.py).
+LocalHost = HostProcess
 
 
 @pytest.fixture
@@ -199,11 +133,7 @@ ROOM_B = "berlin.havel@contoso.example"
 
 @pytest.fixture
 def platform(tenant_env: dict[str, str]) -> Iterator[PlatformSim]:
-    sim = PlatformSim(
-        platform_secret=tenant_env["PLATFORM_WEBHOOK_SECRET"],
-        booking_secret=tenant_env["BOOKING_WEBHOOK_SECRET"],
-        function_key=FUNCTION_KEY,
-    ).start()
+    sim = start_platform(tenant_env, FUNCTION_KEY)
     yield sim
     sim.stop()
 
@@ -263,3 +193,31 @@ def wait(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condi
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def drained(host: LocalHost) -> bool:
+    """Whether the host's work queues are empty. A message counts in its queue until its
+    function has run (also while it runs, or waits for a retry or for its read's horizon), so
+    once they are empty, everything queued before has had its effect."""
+    store = QueueStore.from_settings(
+        StorageSettings(connection_string=host.env["AzureWebJobsStorage"])
+    )
+    return all(store.depth(queue) == 0 for queue in (APPLY_BOOKING, SYNC_MAILBOX, DELIVER))
+
+
+def control_booking(host: LocalHost, platform: PlatformSim, resource_id: str = "room-42") -> str:
+    """A positive control for "nothing happened" after bookings were sent: a new booking sent
+    now must be synced, and then no work may be left queued. The earlier bookings were queued
+    before their 202, so by then whatever they caused is done, however slow the worker.
+    Returns the control's booking id."""
+    event = platform.booking_event(resource_id=resource_id, title="Control")
+    assert platform.send_booking(event).status_code == 202
+    booking_id = str(event["data"]["id"])
+    wait(
+        lambda: [
+            r for r in platform.received("booking.synced") if r["data"]["booking_id"] == booking_id
+        ],
+        what="the control booking to be synced",
+    )
+    wait(lambda: drained(host), what="the queued work to be done")
+    return booking_id

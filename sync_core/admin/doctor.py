@@ -4,7 +4,6 @@ readable fix."""
 
 from __future__ import annotations
 
-import copy
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,8 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
-from sync_core.admin.status import _credentials_module, credential_status, credential_tone
+from sync_core.admin.status import credential_tone
 from sync_core.clock import iso, now
+from sync_core.credentials.sources import source_for
+from sync_core.credentials.status import credential_status, key_vault_status
 from sync_core.graph import GraphClient, GraphError
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import SYNC_MAILBOX
@@ -262,65 +263,32 @@ def check_storage(svc: Services) -> Check:
 
 
 def check_key_vault(svc: Services) -> Check:
-    """Key Vault answers to the app's identity (the credentials module's check if it has one)."""
+    """Key Vault answers to the app's identity."""
     settings = svc.settings
-    custom = getattr(_credentials_module(), "key_vault_status", None)
-    if settings.key_vault_url and callable(custom):
-        try:
-            found = dict(custom(svc))
-        except Exception as exc:
-            found = {"state": "error", "error": {"code": type(exc).__name__, "message": str(exc)}}
-        if found.get("state") == "ok":
-            return Check("key_vault", "pass", f"{settings.key_vault_url} answers")
-        error = found.get("error") or {}
-        return Check(
-            "key_vault",
-            "fail",
-            str(error.get("message") or "Key Vault does not answer"),
-            str(error.get("hint") or KEY_VAULT_HINT),
-            str(error.get("code") or "KeyVaultUnreachable"),
-        )
-    if not settings.key_vault_url:
+    try:
+        found = key_vault_status(svc)
+    except Exception as exc:  # the doctor reports what it finds; it does not fail itself
+        found = {"state": "error", "error": {"code": type(exc).__name__, "message": str(exc)}}
+    if found["state"] == "not_configured":
         return Check(
             "key_vault", "pass", "not configured (KEY_VAULT_URL is empty): secrets come from "
             "app settings and the secret is not rotated automatically",
         )  # fmt: skip
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-    from azure.keyvault.secrets import SecretClient
-
-    from sync_core.identity import azure_credential
-
-    try:
-        client = SecretClient(
-            settings.key_vault_url, credential=azure_credential(settings.managed_identity_client_id)
-        )
-        next(iter(client.list_properties_of_secrets().by_page()), None)
-    except ClientAuthenticationError as exc:
-        message, hint = (
-            f"could not sign in to Key Vault ({type(exc).__name__})",
-            "The function app needs a managed identity (MANAGED_IDENTITY_CLIENT_ID for a "
-            "user-assigned one) that may read the vault.",
-        )
-    except HttpResponseError as exc:
-        message, hint = (
-            f"Key Vault refused to list secrets ({exc.status_code})",
-            KEY_VAULT_HINT,
-        )
-    except Exception as exc:
-        message, hint = (
-            f"Key Vault is not reachable ({type(exc).__name__})",
-            "Check KEY_VAULT_URL (https://<name>.vault.azure.net) and the vault's network rules.",
-        )
-    else:
+    if found["state"] == "ok":
         return Check("key_vault", "pass", f"{settings.key_vault_url} answers")
-    return Check("key_vault", "fail", message, hint, "KeyVaultUnreachable")
+    error = found.get("error") or {}
+    return Check(
+        "key_vault",
+        "fail",
+        str(error.get("message") or "Key Vault does not answer"),
+        str(error.get("hint") or KEY_VAULT_HINT),
+        str(error.get("code") or "KeyVaultUnreachable"),
+    )
 
 
 def check_credential(svc: Services, graph: GraphClient) -> Check:
     """The credential judged with the doctor's own Graph client (a fresh token)."""
-    fresh = copy.copy(svc)
-    fresh.__dict__["graph"] = graph  # Services builds graph once; this copy uses the doctor's
-    status = credential_status(fresh, graph)
+    status = credential_status(svc, graph=graph)
     state = status.get("state")
     verdicts: dict[str, CheckStatus] = {"ok": "pass", "warning": "warn", "error": "fail"}
     verdict = verdicts[credential_tone(state)]
@@ -338,7 +306,7 @@ def run_doctor(svc: Services) -> dict[str, Any]:
     graph: GraphClient | None = None
     claims: dict[str, Any] | None = None
     try:
-        graph = GraphClient.from_settings(settings)
+        graph = GraphClient.from_settings(settings, source_for(settings))
     except GraphError as error:
         token_check = _failed("token", error)
     else:

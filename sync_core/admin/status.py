@@ -5,14 +5,11 @@
   work that waits for it or was parked.
 - :func:`history_page`: what the service did, newest first, per resource or for all.
 - :func:`run_doctor`: every check of the set-up, each pass / warn / fail with a hint.
-- :func:`credential_status`: the one place that says when the credential expires (the
-  credentials module may provide its own; this module's reading of the app registration is the
-  fallback).
+- :func:`credential_tone`: how a credential's state reads for an admin (ok, warning, error).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sync_core.clock import iso, now, parse_iso
-from sync_core.graph import ErrorKind, GraphClient, GraphError
+from sync_core.clock import iso, now
+from sync_core.credentials.status import credential_status
 from sync_core.problems import ValidationFailed
 from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
@@ -35,14 +32,12 @@ from sync_core.store.queues import (
 from sync_core.validation import check_identifier
 
 if TYPE_CHECKING:
-    from sync_core.config import Settings
     from sync_core.services import Services
 
 log = logging.getLogger(__name__)
 
 WORK_QUEUES = (APPLY_BOOKING, SYNC_MAILBOX, DELIVER)
 PEEK = 32  # Storage queues show at most 32 messages without taking them
-EXPIRY_WARNING_DAYS = 30
 MAX_HISTORY_PAGE = 1000
 
 
@@ -51,139 +46,10 @@ CREDENTIAL_WARNING = frozenset({"warning", "unknown"})  # anything else is an er
 
 
 def credential_tone(state: object) -> Literal["ok", "warning", "error"]:
+    """How a credential's state reads for an admin: ``unknown`` (not checkable just now) warns."""
     if state in CREDENTIAL_OK:
         return "ok"
     return "warning" if state in CREDENTIAL_WARNING else "error"
-
-
-def _credentials_module() -> Any:
-    try:
-        return importlib.import_module("sync_core.credentials")
-    except ImportError:
-        return None
-
-
-def credential_status(svc: Services, graph: GraphClient | None = None) -> dict[str, Any]:
-    """The credential in use and when it expires::
-
-        {"kind": "client_secret" | "certificate" | ..., "mode", "state", "expires_at",
-         "days_left", "message", "hint", "error": {code, message, hint} | None}
-
-    ``state`` is ``ok``, ``warning`` (expires within 30 days), ``unknown`` (the expiry could not
-    be read) or ``error`` (expired, refused). ``sync_core.credentials.credential_status(svc)``
-    answers when that module provides it; otherwise the app registration's credentials are read
-    through Graph."""
-    custom = getattr(_credentials_module(), "credential_status", None)
-    if callable(custom):
-        try:
-            return dict(custom(svc))
-        except Exception:
-            log.exception("credentials.credential_status failed; reading the registration")
-    return registration_expiry(svc.settings, graph or svc.graph)
-
-
-def registration_expiry(settings: Settings, graph: GraphClient) -> dict[str, Any]:
-    """Read the expiry from the app registration (``passwordCredentials`` / ``keyCredentials``);
-    the secret in use is the one whose ``hint`` is the first three characters of CLIENT_SECRET.
-    """
-    mode = settings.credential_mode
-    kind = {"secret": "client_secret", "certificate": "certificate"}.get(mode, mode)
-    status: dict[str, Any] = {
-        "kind": kind,
-        "mode": mode,
-        "state": "unknown",
-        "expires_at": None,
-        "days_left": None,
-        "name": None,
-        "message": "",
-        "hint": "",
-        "error": None,
-    }
-    if mode == "managed_identity":
-        return status | {
-            "state": "ok",
-            "message": "a managed identity signs in: there is no secret or certificate to expire",
-        }
-    if mode == "secret" and not settings.client_secret:
-        return status | {
-            "message": "the client secret is read from Key Vault; its expiry is not known here",
-            "hint": "Check the secret's expiry under App registrations → Certificates & secrets.",
-        }
-    try:
-        app = graph.get_application()
-    except GraphError as error:
-        if error.kind in (ErrorKind.PERMISSION_MISSING, ErrorKind.ACCESS_DENIED):
-            return status | {
-                "message": "the expiry cannot be read: the app may not read its own registration",
-                "hint": (
-                    "Grant Application.ReadWrite.OwnedBy and make the app's service principal an "
-                    "owner of its registration, or check the expiry yourself under App "
-                    "registrations → Certificates & secrets."
-                ),
-                "error": error.to_json(),
-            }
-        return status | {
-            "state": "error",
-            "message": error.message,
-            "hint": error.hint,
-            "error": error.to_json(),
-        }
-    if mode == "secret":
-        secret = settings.client_secret or ""
-        candidates = [
-            p for p in app.get("passwordCredentials") or [] if p.get("hint") == secret[:3]
-        ]
-        if not candidates:
-            return status | {
-                "message": "CLIENT_SECRET is none of the app registration's secrets",
-                "hint": (
-                    "The secret may belong to another app registration or have been removed: "
-                    "create a new secret under App registrations → Certificates & secrets and "
-                    "put its Value in CLIENT_SECRET."
-                ),
-            }
-    else:
-        candidates = list(app.get("keyCredentials") or [])
-        if not candidates:
-            return status | {
-                "message": "the app registration has no certificate",
-                "hint": "Upload the certificate under App registrations → Certificates & secrets.",
-            }
-    chosen = max(candidates, key=lambda c: parse_iso(c.get("endDateTime")) or now())
-    end = parse_iso(chosen.get("endDateTime"))
-    if end is None:
-        return status | {"message": "the registration names no end date", "name": None}
-    seconds = (end - now()).total_seconds()
-    days = int(seconds // 86400)
-    what = "client secret" if mode == "secret" else "certificate"
-    status |= {
-        "expires_at": iso(end),
-        "days_left": max(days, 0),
-        "name": chosen.get("displayName"),
-    }
-    if seconds <= 0:
-        kind_ = ErrorKind.SECRET_EXPIRED if mode == "secret" else ErrorKind.CERTIFICATE_INVALID
-        code = "AADSTS7000222" if mode == "secret" else "AADSTS700027"
-        expired = GraphError(kind=kind_, code=code).to_json()
-        return status | {
-            "state": "error",
-            "days_left": 0,
-            "message": expired["message"],
-            "hint": expired["hint"],
-            "error": expired,
-        }
-    if days < EXPIRY_WARNING_DAYS:
-        return status | {
-            "state": "warning",
-            "message": f"the {what} expires in {days} day(s), on {end:%Y-%m-%d}",
-            "hint": (
-                f"Create a new {what} under App registrations → Certificates & secrets and put "
-                "it in CLIENT_SECRET or Key Vault before then (with KEY_VAULT_URL and "
-                "Application.ReadWrite.OwnedBy the service rotates a secret itself), or use "
-                "CREDENTIAL_MODE=managed_identity so nothing can expire."
-            ),
-        }
-    return status | {"state": "ok", "message": f"the {what} is valid until {end:%Y-%m-%d}"}
 
 
 # -- queued and parked work ------------------------------------------------------------------------

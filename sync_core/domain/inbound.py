@@ -2,7 +2,8 @@
 
 No I/O. Given what Outlook shows (a delta page or a full read) and what was stored and sent
 before, decide which blockers to upsert, which to delete, and which of the service's own events
-drifted from their booking. The shell in ``inbound.py`` loads state, calls this, applies the plan.
+drifted from their booking. ``sync_core.inbound.sync`` loads state, calls this and applies the
+plan.
 
 Rules (SPEC §4): ``showAs`` busy, tentative, oof and workingElsewhere block; free, unknown and
 cancelled events do not. A private, personal or confidential event never shows its title; a
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from sync_core.clock import iso
 from sync_core.domain.outlook import event_span, observable_digest
 
 BLOCKING = frozenset({"busy", "tentative", "oof", "workingelsewhere"})
@@ -27,10 +29,13 @@ TRANSACTION_PREFIX = "txn:"
 
 
 @dataclass(frozen=True)
-class BlockerState:
-    """A blocker as the platform should see it (SPEC §3.3 ``blocker.upserted``)."""
+class Blocker:
+    """Outlook time that blocks a mapped resource: what the platform is sent (SPEC §3.3
+    ``blocker.upserted``) and what the service's mirror of it keeps."""
 
     id: str
+    mailbox: str
+    resource_id: str
     event_id: str
     ical_uid: str | None
     start: datetime
@@ -38,19 +43,33 @@ class BlockerState:
     all_day: bool
     show_as: str
     title: str | None
+    # Digest of what the platform sees of it; the mirror keeps the one last sent, so a blocker
+    # is sent again only when what the platform would see changed.
+    content_hash: str = ""
 
-    def digest(self) -> str:
-        return hashlib.sha256(
-            json.dumps(
-                [
-                    self.start.isoformat(),
-                    self.end.isoformat(),
-                    self.all_day,
-                    self.show_as,
-                    self.title,
-                ]
-            ).encode()
-        ).hexdigest()[:24]
+    def to_json(self) -> dict[str, Any]:
+        """The data of ``blocker.upserted``."""
+        return {
+            "id": self.id,
+            # All-day blockers carry dates: Outlook keeps no zone for them.
+            "start": self.start.date().isoformat() if self.all_day else iso(self.start),
+            "end": self.end.date().isoformat() if self.all_day else iso(self.end),
+            "all_day": self.all_day,
+            "show_as": self.show_as,
+            "title": self.title,
+            "source": {
+                "mailbox": self.mailbox,
+                "event_id": self.event_id,
+                "ical_uid": self.ical_uid,
+            },
+        }
+
+
+def _content_hash(
+    start: datetime, end: datetime, all_day: bool, show_as: str, title: str | None
+) -> str:
+    values = [start.isoformat(), end.isoformat(), all_day, show_as, title]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:24]
 
 
 class Own(NamedTuple):
@@ -64,7 +83,7 @@ class Own(NamedTuple):
 
 @dataclass
 class Plan:
-    upserts: list[BlockerState] = field(default_factory=list)
+    upserts: list[Blocker] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)  # blocker ids
     drifted: list[str] = field(default_factory=list)  # booking ids whose projection drifted
 
@@ -74,8 +93,11 @@ def blocker_id(mailbox: str, event_id: str) -> str:
     return "blk_" + hashlib.sha256(f"{mailbox.lower()}\n{event_id}".encode()).hexdigest()[:32]
 
 
-def to_blocker(mailbox: str, event: Mapping[str, Any], privacy: str) -> BlockerState | None:
-    """The blocker an Outlook event makes, or None if it does not block."""
+def to_blocker(
+    mailbox: str, event: Mapping[str, Any], privacy: str, resource_id: str
+) -> Blocker | None:
+    """The blocker an Outlook event in ``mailbox`` makes for ``resource_id``, or None if it does
+    not block."""
     if event.get("type") == "seriesMaster" or event.get("isCancelled"):
         return None
     show_as = str(event.get("showAs") or "busy")
@@ -84,21 +106,26 @@ def to_blocker(mailbox: str, event: Mapping[str, Any], privacy: str) -> BlockerS
     secret = str(event.get("sensitivity") or "normal").lower() in SECRET_SENSITIVITY
     title = None if (privacy != "full" or secret) else (event.get("subject") or None)
     start, end = event_span(event)
-    return BlockerState(
+    all_day = bool(event.get("isAllDay"))
+    return Blocker(
         id=blocker_id(mailbox, str(event["id"])),
+        mailbox=mailbox,
+        resource_id=resource_id,
         event_id=str(event["id"]),
         ical_uid=event.get("iCalUId"),
         start=start,
         end=end,
-        all_day=bool(event.get("isAllDay")),
+        all_day=all_day,
         show_as=show_as,
         title=title,
+        content_hash=_content_hash(start, end, all_day, show_as, title),
     )
 
 
 def plan_page(
     *,
     mailbox: str,
+    resource_id: str,
     privacy: str,
     items: Iterable[Mapping[str, Any]],
     stored: Mapping[str, str],
@@ -115,7 +142,7 @@ def plan_page(
     drifted only if what a person sees of it changed.
     """
     start, end = window
-    final: dict[str, BlockerState | None] = {}  # blocker id → its last state on this page
+    final: dict[str, Blocker | None] = {}  # blocker id → its last state on this page
     drifted: dict[str, None] = {}  # ordered set of booking ids
     for item in items:
         event_id = str(item["id"])
@@ -136,7 +163,7 @@ def plan_page(
                 # and the link write under a lost race): take that blocker back.
                 final[blocker_id(mailbox, event_id)] = None
             continue
-        blocker = None if "@removed" in item else to_blocker(mailbox, item, privacy)
+        blocker = None if "@removed" in item else to_blocker(mailbox, item, privacy, resource_id)
         if blocker is not None and (blocker.end <= start or blocker.start >= end):
             blocker = None
         final[blocker_id(mailbox, event_id)] = blocker
@@ -145,7 +172,7 @@ def plan_page(
         if blocker is None:
             if bid in stored:
                 plan.deletes.append(bid)
-        elif stored.get(bid) != blocker.digest():
+        elif stored.get(bid) != blocker.content_hash:
             plan.upserts.append(blocker)
     return plan
 

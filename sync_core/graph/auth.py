@@ -3,7 +3,8 @@
 One interface, :class:`TokenProvider`, whatever the credential: the client credential MSAL gets is
 produced by a :class:`CredentialSource`, so certificates and managed identities plug in beside
 the client secret without the Graph client knowing. The sources for each ``CREDENTIAL_MODE``
-(settings, Key Vault, managed identity) live in :mod:`sync_core.credentials`.
+(settings, Key Vault, managed identity) live in :mod:`sync_core.credentials.sources`; whoever
+builds a Graph client hands it one.
 
 A source that can be re-read (Key Vault) is asked to ``refresh()`` when Entra refuses it as
 wrong or expired: another instance may have rotated the secret, and the new one is in the vault.
@@ -52,13 +53,6 @@ class SecretCredential:
 
     def client_credential(self) -> str:
         return self._secret() if callable(self._secret) else self._secret
-
-
-def credential_from_settings(settings: Settings) -> CredentialSource:
-    """The source ``CREDENTIAL_MODE`` asks for (see :func:`sync_core.credentials.source_for`)."""
-    from sync_core.credentials import source_for
-
-    return source_for(settings)
 
 
 class TokenProvider:

@@ -26,7 +26,7 @@ import requests
 
 from sync_core.clock import iso
 from sync_core.config import Settings
-from sync_core.graph.auth import TokenProvider, credential_from_settings
+from sync_core.graph.auth import CredentialSource, TokenProvider
 from sync_core.graph.errors import ErrorKind, GraphError, error_from_response
 from sync_core.graph.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from sync_core.identity import pooled_session
@@ -119,11 +119,11 @@ class GraphClient:
         self.requests_sent = 0  # for benchmarks: HTTP requests actually sent to Graph
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GraphClient:
+    def from_settings(cls, settings: Settings, credential: CredentialSource) -> GraphClient:
+        """A client with a session of its own, signing in with ``credential``: the source
+        ``CREDENTIAL_MODE`` asks for (:func:`sync_core.credentials.sources.source_for`)."""
         session = new_session()
-        return cls(
-            settings, TokenProvider(settings, credential_from_settings(settings), session), session
-        )
+        return cls(settings, TokenProvider(settings, credential, session), session)
 
     # -- transport ------------------------------------------------------------------------------
 

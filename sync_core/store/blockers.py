@@ -2,62 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from sync_core.domain.inbound import Blocker
 from sync_core.store.recent import Recent
 from sync_core.store.tables import Entity, TableStore, encode_key
 
-
-@dataclass(frozen=True)
-class Blocker:
-    id: str
-    mailbox: str
-    resource_id: str
-    event_id: str
-    ical_uid: str | None
-    start: datetime
-    end: datetime
-    all_day: bool
-    show_as: str
-    title: str | None
-    content_hash: str = ""  # of what was last sent to the platform
-    etag: str | None = None
+# Each column of a blocker's row and the field it holds, for writing and reading alike.
+COLUMNS = {
+    "BlockerId": "id",
+    "Mailbox": "mailbox",
+    "ResourceId": "resource_id",
+    "EventId": "event_id",
+    "ICalUId": "ical_uid",
+    "Start": "start",
+    "End": "end",
+    "AllDay": "all_day",
+    "ShowAs": "show_as",
+    "Title": "title",
+    "ContentHash": "content_hash",
+}
+# What a column the table left out (it keeps no empty values, and older rows lack some) reads as.
+ABSENT: dict[str, object] = {"ICalUId": None, "AllDay": False, "Title": None, "ContentHash": ""}
 
 
 def _entity(blocker: Blocker) -> Entity:
     return {
         "PartitionKey": encode_key(blocker.mailbox),
         "RowKey": encode_key(blocker.id),
-        "BlockerId": blocker.id,
-        "Mailbox": blocker.mailbox,
-        "ResourceId": blocker.resource_id,
-        "EventId": blocker.event_id,
-        "ICalUId": blocker.ical_uid,
-        "Start": blocker.start,
-        "End": blocker.end,
-        "AllDay": blocker.all_day,
-        "ShowAs": blocker.show_as,
-        "Title": blocker.title,
-        "ContentHash": blocker.content_hash,
+        **{column: getattr(blocker, name) for column, name in COLUMNS.items()},
     }
 
 
 def _blocker(entity: Entity) -> Blocker:
-    return Blocker(
-        id=entity["BlockerId"],
-        mailbox=entity["Mailbox"],
-        resource_id=entity["ResourceId"],
-        event_id=entity["EventId"],
-        ical_uid=entity.get("ICalUId"),
-        start=entity["Start"],
-        end=entity["End"],
-        all_day=bool(entity.get("AllDay")),
-        show_as=entity["ShowAs"],
-        title=entity.get("Title"),
-        content_hash=entity.get("ContentHash", ""),
-        etag=entity.get("etag"),
-    )
+    values = {
+        name: entity[column] if column not in ABSENT else entity.get(column, ABSENT[column])
+        for column, name in COLUMNS.items()
+    }
+    return Blocker(**{**values, "all_day": bool(values["all_day"])})
 
 
 class BlockerRepository:

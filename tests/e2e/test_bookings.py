@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from sync_core.config import load_settings
 from sync_core.domain.booking import BOOKING_PROPERTY_ID
 from sync_core.outbound import apply as bookings
 from sync_core.services import Services
-from tests.conftest import KEY_HEADER, ROOM_A, ROOM_B, LocalHost, wait
+from tests.conftest import KEY_HEADER, ROOM_A, ROOM_B, LocalHost, control_booking, wait
 
 
 def ours(tenant: Sandbox, mailbox: str, booking_id: str) -> list[dict[str, Any]]:
@@ -59,7 +58,7 @@ def graph_writes(tenant: Sandbox, mailbox: str) -> list[str]:
 def test_create_update_stale_duplicate_cancel(
     stack: tuple[LocalHost, PlatformSim, Sandbox],
 ) -> None:
-    _, platform, tenant = stack
+    host, platform, tenant = stack
     event = platform.booking_event(resource_id="room-42")
     booking_id = event["data"]["id"]
     assert platform.send_booking(event, webhook_id="msg_c1").status_code == 202
@@ -88,16 +87,17 @@ def test_create_update_stale_duplicate_cancel(
     assert platform.send_booking(stale).status_code == 202
     assert platform.send_booking(updated, webhook_id="msg_new_id").status_code == 202
     assert platform.send_booking(event, webhook_id="msg_c1").json() == {"status": "duplicate"}
-    time.sleep(1.0)
+    control = control_booking(host, platform)
     assert [e["subject"] for e in ours(tenant, ROOM_A, booking_id)] == ["Retro"]
-    assert graph_writes(tenant, ROOM_A) == ["PATCH"]
+    assert len(ours(tenant, ROOM_A, control)) == 1
+    assert graph_writes(tenant, ROOM_A) == ["PATCH", "POST"]  # the POST is the control's
 
     cancelled = platform.booking_event(
         "booking.cancelled", resource_id="room-42", id=booking_id, version=3
     )
     assert platform.send_booking(cancelled).status_code == 202
     wait(lambda: not ours(tenant, ROOM_A, booking_id), what="the event to be deleted")
-    assert graph_writes(tenant, ROOM_A) == ["PATCH", "DELETE"]
+    assert graph_writes(tenant, ROOM_A) == ["PATCH", "POST", "DELETE"]
 
 
 def test_delete_and_move_between_rooms(stack: tuple[LocalHost, PlatformSim, Sandbox]) -> None:

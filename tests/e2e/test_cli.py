@@ -31,7 +31,7 @@ def cli(
     full["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "sync_core", *args],
-        cwd=cwd or Path(__file__).parent / "sandbox",  # a folder without local.settings.json
+        cwd=cwd or Path(__file__).parent,  # a folder without local.settings.json
         env=full,
         capture_output=True,
         text=True,

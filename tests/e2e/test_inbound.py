@@ -21,7 +21,7 @@ from sandbox.platform import PlatformSim
 from sync_core.config import load_settings
 from sync_core.inbound import sync as inbound
 from sync_core.services import Services
-from tests.conftest import KEY_HEADER, ROOM_A, LocalHost, wait
+from tests.conftest import KEY_HEADER, ROOM_A, ROOM_B, LocalHost, drained, wait
 
 Stack = tuple[LocalHost, PlatformSim, Sandbox]
 
@@ -43,15 +43,32 @@ def blockers(platform: PlatformSim, kind: str = "blocker.upserted") -> list[dict
     return [r for r in platform.received() if r["type"] == kind]
 
 
-def settle(platform: PlatformSim, seconds: float = 1.5) -> list[dict[str, Any]]:
-    """Wait until nothing new has arrived for a moment; return everything received."""
-    count, quiet_since = -1, time.monotonic()
-    while time.monotonic() - quiet_since < seconds:
-        now = len(platform.received())
-        if now != count:
-            count, quiet_since = now, time.monotonic()
-        time.sleep(0.1)
-    return platform.received()
+def idle(host: LocalHost) -> None:
+    """Wait until the work queued so far (the set-up's reads, their deliveries) is done."""
+    wait(lambda: drained(host), what="the queued work to be done")
+
+
+CONTROL_DAY = 20  # the controls' slots: away from every event the tests create
+
+
+def control(stack: Stack, mailbox: str = ROOM_A, hour: int = 9) -> dict[str, Any]:
+    """A positive control for "nothing (more) arrived": an Outlook event created now, whose
+    blocker must arrive, and then no work may be left queued. A mailbox's delta read covers
+    every change before it, so the read that found the control had seen the earlier changes,
+    and once the queues are empty whatever those caused has arrived, however slow the worker.
+    Returns the control event."""
+    host, platform, tenant = stack
+    event = tenant.control.create_event(mailbox, {"subject": "Control", **slot(CONTROL_DAY, hour)})
+    wait(
+        lambda: [b for b in blockers(platform) if b["data"]["source"]["event_id"] == event["id"]],
+        what="the control's blocker",
+    )
+    idle(host)
+    return event
+
+
+def source_ids(platform: PlatformSim, kind: str = "blocker.upserted") -> list[str]:
+    return [b["data"]["source"]["event_id"] for b in blockers(platform, kind)]
 
 
 def delta_reads(tenant: Sandbox, mailbox: str = ROOM_A) -> int:
@@ -79,8 +96,8 @@ def test_validation_echo_on_both_routes(stack: Stack) -> None:
 
 
 def test_outlook_create_update_delete_become_blocker_changes(stack: Stack) -> None:
-    _, platform, tenant = stack
-    settle(platform)
+    host, platform, tenant = stack
+    idle(host)
     platform.clear()
     event = tenant.control.create_event(ROOM_A, {"subject": "Board", **slot(2, 9)})
     first = wait(lambda: blockers(platform), what="blocker.upserted")[0]["data"]
@@ -99,15 +116,15 @@ def test_outlook_create_update_delete_become_blocker_changes(stack: Stack) -> No
     tenant.control.delete_event(ROOM_A, event["id"])
     gone = wait(lambda: blockers(platform, "blocker.deleted"), what="blocker.deleted")[0]["data"]
     assert gone["id"] == first["id"]
-    received = settle(platform)
-    assert not [r for r in received if r["problems"]]
+    control(stack)
+    assert not [r for r in platform.received() if r["problems"]]
 
 
 def test_private_and_free_events(stack: Stack) -> None:
-    _, platform, tenant = stack
-    settle(platform)
+    host, platform, tenant = stack
+    idle(host)
     platform.clear()
-    tenant.control.create_event(
+    doctor = tenant.control.create_event(
         ROOM_A, {"subject": "Doctor", "sensitivity": "private", **slot(3, 9)}
     )
     free = tenant.control.create_event(
@@ -115,17 +132,18 @@ def test_private_and_free_events(stack: Stack) -> None:
     )
     private = wait(lambda: blockers(platform), what="the private blocker")[0]["data"]
     assert private["title"] is None
-    settle(platform)
-    assert len(blockers(platform)) == 1  # the free event does not block
+    checked = control(stack)
+    # The free event does not block.
+    assert sorted(source_ids(platform)) == sorted([doctor["id"], checked["id"]])
     tenant.control.update_event(ROOM_A, free["id"], {"showAs": "busy"})
-    wait(lambda: len(blockers(platform)) == 2, what="the event turning busy")
+    wait(lambda: free["id"] in source_ids(platform), what="the event turning busy")
     tenant.control.update_event(ROOM_A, free["id"], {"showAs": "free"})
     wait(lambda: blockers(platform, "blocker.deleted"), what="the event turning free")
 
 
 def test_a_weekly_series_is_one_blocker_per_occurrence(stack: Stack) -> None:
-    _, platform, tenant = stack
-    settle(platform)
+    host, platform, tenant = stack
+    idle(host)
     platform.clear()
     start = (datetime.now(UTC) + timedelta(days=1)).date()
     tenant.control.create_event(
@@ -148,17 +166,15 @@ def test_a_weekly_series_is_one_blocker_per_occurrence(stack: Stack) -> None:
         },
     )
     wait(lambda: len(blockers(platform)) >= 4, what="four occurrences")
-    received = settle(platform)
-    ids = {r["data"]["id"] for r in received if r["type"] == "blocker.upserted"}
-    assert len(ids) == 4
-    assert {r["data"]["title"] for r in received if r["type"] == "blocker.upserted"} == {
-        "Weekly sync"
-    }
+    checked = control(stack)
+    series = [b for b in blockers(platform) if b["data"]["source"]["event_id"] != checked["id"]]
+    assert len({b["data"]["id"] for b in series}) == 4
+    assert {b["data"]["title"] for b in series} == {"Weekly sync"}
 
 
 def test_projections_are_never_echoed_and_drift_is_repaired(stack: Stack) -> None:
     host, platform, tenant = stack
-    settle(platform)
+    idle(host)
     platform.clear()
     booking = platform.booking_event(resource_id="room-42")
     platform.send_booking(booking)
@@ -166,9 +182,10 @@ def test_projections_are_never_echoed_and_drift_is_repaired(stack: Stack) -> Non
         lambda: [r for r in platform.received() if r["type"] == "booking.synced"], what="sync"
     )[0]["data"]
     event_id = synced["event_id"]
-    received = settle(platform, 2.0)
-    assert blockers(platform) == []  # our own event never comes back as a blocker
-    assert all(r["type"] != "blocker.deleted" for r in received)
+    checked = control(stack)
+    # Our own event never comes back as a blocker: the control's is the only one.
+    assert source_ids(platform) == [checked["id"]]
+    assert all(r["type"] != "blocker.deleted" for r in platform.received())
 
     tenant.control.update_event(ROOM_A, event_id, {"subject": "Hijacked"})
     wait(
@@ -188,8 +205,9 @@ def test_projections_are_never_echoed_and_drift_is_repaired(stack: Stack) -> Non
         ]
 
     wait(restored, what="the deleted projection to be recreated")
-    settle(platform)
-    assert blockers(platform) == []
+    again = control(stack, hour=11)
+    assert source_ids(platform) == [checked["id"], again["id"]]
+    assert all(r["type"] != "blocker.deleted" for r in platform.received())
     history = requests.get(
         f"{host.base}/api/admin/mappings/room-42", headers=KEY_HEADER, timeout=10
     )
@@ -232,13 +250,14 @@ def test_wrong_client_state_reads_nothing(stack: Stack) -> None:
     answer = requests.post(f"{host.base}/api/graph/notifications", json=forged, timeout=5)
     assert answer.status_code == 202
     assert answer.json() == {"accepted": 0}
-    time.sleep(1.0)
+    # The control is in another mailbox, so that its own reads do not count here.
+    control(stack, ROOM_B)
     assert delta_reads(tenant) == 0
 
 
 def test_lifecycle_events(stack: Stack) -> None:
-    _, platform, tenant = stack
-    settle(platform)
+    host, platform, tenant = stack
+    idle(host)
     before = subscription_of(tenant)["id"]
     tenant.control.clear_requests()
     tenant.control.send_lifecycle(before, "missed")
@@ -265,24 +284,25 @@ def test_lifecycle_events(stack: Stack) -> None:
 
 
 def test_lost_delta_token_recovers_without_duplicates_or_false_deletes(stack: Stack) -> None:
-    _, platform, tenant = stack
+    host, platform, tenant = stack
     for hour in (8, 10, 12):
         tenant.control.create_event(ROOM_A, {"subject": f"Kept {hour}", **slot(5, hour)})
     wait(lambda: len(blockers(platform)) >= 3, what="three blockers")
-    settle(platform)
+    idle(host)
     platform.clear()
     tenant.control.invalidate_delta(ROOM_A)
     tenant.control.create_event(ROOM_A, {"subject": "New after reset", **slot(6, 9)})
     wait(lambda: blockers(platform), what="the new blocker")
-    received = settle(platform)
+    control(stack)
+    received = platform.received()
     assert [r for r in received if r["type"] == "blocker.deleted"] == []
     titles = [r["data"]["title"] for r in received if r["type"] == "blocker.upserted"]
-    assert titles == ["New after reset"]  # the unchanged ones are not sent again
+    assert titles == ["New after reset", "Control"]  # the unchanged ones are not sent again
 
 
 def test_two_hundred_notifications_cost_at_most_three_delta_reads(stack: Stack) -> None:
-    host, platform, tenant = stack
-    settle(platform)
+    host, _, tenant = stack
+    idle(host)
     sub = subscription_of(tenant)
     svc = Services(load_settings(host.env, Path("/nonexistent")))
     record = svc.subscriptions.by_id(sub["id"])
@@ -307,7 +327,9 @@ def test_two_hundred_notifications_cost_at_most_three_delta_reads(stack: Stack) 
         statuses = list(pool.map(notify, range(200)))
     print(f"200 notifications answered in {time.monotonic() - started:.2f} s")
     assert statuses == [202] * 200
-    settle(platform, 2.0)
+    # Each accepted notification is covered by a queued read (one waiting for the burst's
+    # horizon counts in its queue too): once the queues are empty, every read has run.
+    idle(host)
     reads = [
         (r.get("time"), r["path"][-40:])
         for r in tenant.control.requests(mailbox=ROOM_A)
@@ -320,7 +342,7 @@ def test_two_workers_racing_on_one_mailbox_send_no_duplicates(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host, platform, tenant = stack
-    settle(platform)
+    idle(host)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", host.env["REQUESTS_CA_BUNDLE"])
     svc = Services(load_settings(host.env, Path("/nonexistent")))
     for hour in (8, 9, 10, 11):
@@ -334,7 +356,8 @@ def test_two_workers_racing_on_one_mailbox_send_no_duplicates(
         t.start()
     for t in threads:
         t.join()
-    received = settle(platform, 2.0)
+    control(stack)
+    received = platform.received()
     upserts = [r["data"]["id"] for r in received if r["type"] == "blocker.upserted"]
     race = [
         r
@@ -350,12 +373,12 @@ def test_the_window_moving_a_day_retires_old_blockers(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host, platform, tenant = stack
-    settle(platform)
+    idle(host)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", host.env["REQUESTS_CA_BUNDLE"])
     svc = Services(load_settings(host.env, Path("/nonexistent")))
     tenant.control.create_event(ROOM_A, {"subject": "Tomorrow", **slot(1, 9)})
     wait(lambda: blockers(platform), what="a blocker")
-    settle(platform)
+    idle(host)
     platform.clear()
     # A blocker stored yesterday for an event that has ended since.
     from sync_core.store.blockers import Blocker
@@ -382,9 +405,10 @@ def test_the_window_moving_a_day_retires_old_blockers(
     cursor = svc.cursors.get(ROOM_A)
     svc.cursors._write(replace(cursor, window_start=ended))
     inbound.sync_mailbox(svc, {"mailbox": ROOM_A})
-    received = settle(platform)
+    checked = control(stack)
+    received = platform.received()
     assert [r["data"]["id"] for r in received if r["type"] == "blocker.deleted"] == ["blk_old"]
-    assert [r for r in received if r["type"] == "blocker.upserted"] == []
+    assert source_ids(platform) == [checked["id"]]  # nothing but the control
     assert svc.cursors.get(ROOM_A).window_start == ended.replace(hour=0) + timedelta(days=1)
 
 

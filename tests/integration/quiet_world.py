@@ -3,7 +3,7 @@
 ``World`` holds what lives for a whole test (Azurite, the simulated tenant, the simulated
 platform, a sink that answers Graph's subscription validation) and builds a fresh ``Services``
 with two mapped rooms for each hypothesis example. Booking events go in as signed webhooks
-through ``bookings.receive``; the queues are drained here, synchronously, with the handlers
+through ``api.booking_events``; the queues are drained here, synchronously, with the handlers
 ``function_app.py`` calls (``bookings.apply``, ``inbound.sync_mailbox``, ``Platform.deliver``).
 """
 
@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
-from sync_core import webhooks
+from sync_core import api, webhooks
 from sync_core.admin import mappings as admin
 from sync_core.admin import resync
 from sync_core.config import load_settings
@@ -197,7 +197,7 @@ class World:
             headers={k.lower(): v for k, v in headers.items()},
             body=body,
         )
-        return bookings.receive(self.services, request).status
+        return api.booking_events(request, self.services).status
 
     # -- the queues, run here ----------------------------------------------------------------
 

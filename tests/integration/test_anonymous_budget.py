@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from sync_core import api
 from sync_core.config import load_settings
-from sync_core.inbound import sync as inbound
+from sync_core.inbound.gate import NotificationGate
 from sync_core.services import Services
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import SYNC_MAILBOX
@@ -75,11 +76,9 @@ def svc(settings_env: dict[str, str]) -> Services:
 
 
 def post(svc: Services, items: list[dict[str, Any]], route: str = "notifications") -> Response:
-    handler = (
-        inbound.receive_notifications if route == "notifications" else inbound.receive_lifecycle
-    )
+    handler = api.graph_notifications if route == "notifications" else api.graph_lifecycle
     request = Request("POST", "", body=json.dumps({"value": items}).encode())
-    return serve(lambda r: handler(svc, r), request)
+    return serve(lambda r: handler(r, svc), request)
 
 
 def unknown_items(count: int) -> list[dict[str, Any]]:
@@ -196,8 +195,8 @@ def test_another_instance_s_subscription_is_accepted_within_the_unknown_ttl(
     new_services(settings_env).subscriptions.save(record("sub-other", "other-state"))
     # Remembered as unknown on this instance for UNKNOWN_TTL at most.
     assert json.loads(post(svc, [item]).body) == {"accepted": 0}
-    monkeypatch.setattr(inbound.NotificationGate, "UNKNOWN_TTL", 0.0)
-    monkeypatch.setattr(inbound.NotificationGate, "LISTING_AGE", 0.0)
+    monkeypatch.setattr(NotificationGate, "UNKNOWN_TTL", 0.0)
+    monkeypatch.setattr(NotificationGate, "LISTING_AGE", 0.0)
     assert json.loads(post(svc, [item]).body) == {"accepted": 1}
 
 

@@ -19,18 +19,17 @@ from azure.identity import ManagedIdentityCredential
 
 from sandbox import Sandbox, make_client_certificate
 from sandbox.defaults import MANAGED_IDENTITY_CLIENT_ID
-from sync_core import credentials
 from sync_core.config import load_settings
-from sync_core.credentials import (
-    CREDENTIAL_RESOURCE,
-    CredentialError,
+from sync_core.credentials import sources
+from sync_core.credentials.errors import CredentialError
+from sync_core.credentials.expiry import threshold_for
+from sync_core.credentials.sources import (
     KeyVaultCertificateCredential,
     KeyVaultSecretCredential,
     ManagedIdentityAssertion,
-    credential_status,
-    threshold_for,
-    watch,
 )
+from sync_core.credentials.status import credential_status, key_vault_status
+from sync_core.credentials.watch import CREDENTIAL_RESOURCE, watch
 from sync_core.graph import ErrorKind, GraphError
 from sync_core.graph.auth import TokenProvider
 from sync_core.services import Services
@@ -431,7 +430,7 @@ def test_rotation_end_to_end_while_graph_calls_continue(
     assert history(svc, "credential.rotate")[0]["outcome"] == "ok"
 
     # The other instance still holds the removed secret: Entra refuses it, it reads the vault.
-    monkeypatch.setattr(credentials, "REFRESH_INTERVAL", 0.0)
+    monkeypatch.setattr(sources, "REFRESH_INTERVAL", 0.0)
     assert other.graph.check_mailbox(ROOM_A)["id"]
     assert other.graph.tokens.token(force_refresh=True)
     source = other.graph.tokens.credential
@@ -568,18 +567,16 @@ def test_no_secret_value_reaches_a_log_line(
 def test_key_vault_status_for_the_doctor(vault_env: dict[str, str], tenant: Sandbox) -> None:
     tenant.control.set_vault_secret(SECRET_NAME, tenant.client_secret)
     svc = services(vault_env)
-    assert credentials.key_vault_status(svc) == {
+    assert key_vault_status(svc) == {
         "state": "ok",
         "url": tenant.key_vault_url,
         "error": None,
     }
     tenant.control.deny_vault("list")
-    denied = credentials.key_vault_status(svc)
+    denied = key_vault_status(svc)
     assert denied["state"] == "error"
     assert denied["error"]["code"] == "KeyVaultForbidden"
     assert (
-        credentials.key_vault_status(services(vault_env, CLIENT_SECRET="x", KEY_VAULT_URL=""))[
-            "state"
-        ]
+        key_vault_status(services(vault_env, CLIENT_SECRET="x", KEY_VAULT_URL=""))["state"]
         == "not_configured"
     )

@@ -39,8 +39,7 @@ from sandbox import Sandbox
 from sync_core import api
 from sync_core.admin import mappings as admin
 from sync_core.config import load_settings
-from sync_core.inbound import sync as inbound
-from sync_core.outbound import apply as bookings
+from sync_core.inbound import notifications
 from sync_core.services import Services
 from sync_core.store.queues import APPLY_BOOKING, SYNC_MAILBOX
 from sync_core.web import MAX_BODY_BYTES, PROBLEM_JSON, Request, Response, json_response, serve
@@ -583,7 +582,7 @@ def test_fuzz_booking_events(world: World) -> None:
         if drop_id:
             headers.pop("webhook-id")
         request = Request("POST", "http://x/api/bookings/events", headers=headers, body=body)
-        return serve(lambda r: bookings.receive(world.svc, r), request)
+        return serve(lambda r: api.booking_events(r, world.svc), request)
 
     run_fuzz(world, "bookings", IN_PROCESS["bookings"], booking_requests(), call)
 
@@ -599,7 +598,7 @@ def test_fuzz_tampered_signed_bodies(world: World) -> None:
         flipped = bytearray(body or b"x")
         flipped[position % len(flipped)] ^= 0x01
         request = Request("POST", "", headers=headers, body=bytes(flipped))
-        return serve(lambda r: bookings.receive(world.svc, r), request)
+        return serve(lambda r: api.booking_events(r, world.svc), request)
 
     run_fuzz(
         world,
@@ -648,7 +647,7 @@ def graph_bodies(draw: st.DrawFn, world: World, lifecycle: bool) -> tuple[bytes,
             "subscriptionId": st.just(world.subscription_id),
             "clientState": st.just(world.client_state),
             "lifecycleEvent": st.one_of(ODD_TEXT, JSON_VALUE).filter(
-                lambda v: not (isinstance(v, str) and v in inbound.LIFECYCLE_EVENTS)
+                lambda v: not (isinstance(v, str) and v in notifications.LIFECYCLE_EVENTS)
             ),
         }
     )
@@ -673,7 +672,7 @@ def test_fuzz_graph_notifications(world: World) -> None:
     def call(case: tuple[bytes, dict[str, str]]) -> Response:
         body, query = case
         request = Request("POST", "", query=query, body=body)
-        return serve(lambda r: inbound.receive_notifications(world.svc, r), request)
+        return serve(lambda r: api.graph_notifications(r, world.svc), request)
 
     run_fuzz(
         world,
@@ -688,7 +687,7 @@ def test_fuzz_graph_lifecycle(world: World) -> None:
     def call(case: tuple[bytes, dict[str, str]]) -> Response:
         body, query = case
         request = Request("POST", "", query=query, body=body)
-        return serve(lambda r: inbound.receive_lifecycle(world.svc, r), request)
+        return serve(lambda r: api.graph_lifecycle(r, world.svc), request)
 
     run_fuzz(world, "lifecycle", IN_PROCESS["lifecycle"], graph_bodies(world, lifecycle=True), call)
 
@@ -1015,9 +1014,9 @@ def test_json_nested_deeper_than_the_decoder_is_400_on_every_route(world: World)
         world.secret, body, {"id": "msg_d", "timestamp": "now", "signature": "sign"}
     )
     handlers: list[Callable[[Request], Response]] = [
-        lambda r: bookings.receive(world.svc, r),
-        lambda r: inbound.receive_notifications(world.svc, r),
-        lambda r: inbound.receive_lifecycle(world.svc, r),
+        lambda r: api.booking_events(r, world.svc),
+        lambda r: api.graph_notifications(r, world.svc),
+        lambda r: api.graph_lifecycle(r, world.svc),
         lambda r: put_mapping(world.svc, r),
     ]
     for handler in handlers:

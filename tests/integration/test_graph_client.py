@@ -12,6 +12,7 @@ import pytest
 
 from sandbox import Sandbox
 from sync_core.config import load_settings
+from sync_core.credentials.sources import source_for
 from sync_core.graph import BatchRequest, DeltaReset, ErrorKind, GraphClient, GraphError
 
 ROOM = "room.berlin@contoso.example"
@@ -21,7 +22,8 @@ ROOM = "room.berlin@contoso.example"
 def graph(tenant_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphClient]:
     # The process edge: requests reads the CA bundle from the environment, as in Azure.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", tenant_env["REQUESTS_CA_BUNDLE"])
-    yield GraphClient.from_settings(load_settings(tenant_env, Path("/nonexistent")))
+    settings = load_settings(tenant_env, Path("/nonexistent"))
+    yield GraphClient.from_settings(settings, source_for(settings))
 
 
 def event_body(subject: str, day: int = 1, hour: int = 9) -> dict[str, object]:
@@ -176,7 +178,8 @@ def test_secret_errors_are_named(
     else:
         for secret in tenant.control.app()["passwordCredentials"]:
             tenant.control.expire_secret(secret["keyId"])
-    graph = GraphClient.from_settings(load_settings(env, Path("/nonexistent")))
+    settings = load_settings(env, Path("/nonexistent"))
+    graph = GraphClient.from_settings(settings, source_for(settings))
     with pytest.raises(GraphError) as caught:
         graph.check_mailbox(ROOM)
     assert caught.value.kind is kind

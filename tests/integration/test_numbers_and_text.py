@@ -9,7 +9,6 @@ route value or a query parameter; numeric query parameters take ASCII digits onl
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +19,6 @@ from sandbox.platform import PlatformSim
 from sync_core import api
 from sync_core.config import StorageSettings
 from sync_core.domain.booking import BookingEvent
-from sync_core.inbound import sync as inbound
 from sync_core.problems import ValidationFailed
 from sync_core.store.records import BookingStates
 from sync_core.store.tables import TableStore
@@ -32,7 +30,7 @@ from sync_core.validation import (
     proper_json,
 )
 from sync_core.web import PROBLEM_JSON, Request, Response, json_response, serve
-from tests.conftest import ROOM_A, LocalHost, wait
+from tests.conftest import ROOM_A, LocalHost, control_booking, wait
 from tests.e2e.test_bookings import ours, synced
 
 
@@ -148,10 +146,10 @@ def test_admin_limit_is_a_field_error(
     assert fields(answer) == ["limit"]
 
 
-@pytest.mark.parametrize("receive", [inbound.receive_notifications, inbound.receive_lifecycle])
+@pytest.mark.parametrize("receive", [api.graph_notifications, api.graph_lifecycle])
 def test_the_validation_echo_is_never_sniffed(receive: Any) -> None:
     token = "<html><script>alert(1)</script>"
-    answer = serve(lambda r: receive(None, r), Request("POST", query={"validationToken": token}))
+    answer = serve(receive, Request("POST", query={"validationToken": token}))
     assert answer.status == 200
     assert answer.body == token.encode()
     assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
@@ -197,7 +195,7 @@ def test_a_booking_with_a_64_bit_version_syncs_end_to_end(
 ) -> None:
     """Versions past Int32 and double precision reach the calendar and the platform exactly;
     one past Int64 is a 400 that writes nothing."""
-    _, platform, tenant = stack
+    host, platform, tenant = stack
     first = 2**53 + 1  # past what a double holds exactly
     event = platform.booking_event(resource_id="room-42", version=first)
     booking_id = event["data"]["id"]
@@ -221,7 +219,7 @@ def test_a_booking_with_a_64_bit_version_syncs_end_to_end(
     assert answer.status_code == 400
     assert [e["field"] for e in answer.json()["errors"]] == ["data.version"]
 
-    time.sleep(1.0)  # the stale one's apply, had it changed anything
+    control_booking(host, platform)  # the stale one's apply has run by now
     states = BookingStates(TableStore.from_settings(StorageSettings(connection_string=storage)))
     stored = states.get(booking_id)
     assert stored is not None and stored.version == MAX_VERSION

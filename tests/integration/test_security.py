@@ -21,7 +21,6 @@ from sandbox.platform import PlatformSim
 from sync_core import api
 from sync_core.config import load_settings
 from sync_core.inbound import sync as inbound
-from sync_core.outbound import apply as bookings
 from sync_core.services import Services
 from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
@@ -80,7 +79,7 @@ def booking_event(resource_id: str = "room-42") -> dict[str, Any]:
 
 
 def receive(svc: Services, request: Request) -> Response:
-    return serve(lambda r: bookings.receive(svc, r), request)
+    return serve(lambda r: api.booking_events(r, svc), request)
 
 
 def assert_problem(response: Response, status: int) -> None:
@@ -138,11 +137,9 @@ def test_replayed_event_is_a_duplicate_and_queues_nothing_new(svc: Services) -> 
 
 
 def graph_post(svc: Services, route: str, items: list[dict[str, Any]]) -> Response:
-    handler = (
-        inbound.receive_notifications if route == "notifications" else inbound.receive_lifecycle
-    )
+    handler = api.graph_notifications if route == "notifications" else api.graph_lifecycle
     request = Request("POST", "", body=json.dumps({"value": items}).encode())
-    return serve(lambda r: handler(svc, r), request)
+    return serve(lambda r: handler(r, svc), request)
 
 
 @pytest.mark.parametrize("route", ["notifications", "lifecycle"])

@@ -21,6 +21,7 @@ from sync_core.domain.inbound import (
 from sync_core.domain.outlook import drifted_fields, observable_digest
 
 MAILBOX = "room.berlin@contoso.example"
+RESOURCE = "room-42"
 WINDOW = (datetime(2026, 11, 22, tzinfo=UTC), datetime(2027, 5, 21, tzinfo=UTC))
 
 
@@ -59,13 +60,15 @@ def outlook(event_id: str, **fields: Any) -> dict[str, Any]:
     ],
 )
 def test_what_blocks(show_as: str, blocks: bool) -> None:
-    assert (to_blocker(MAILBOX, outlook("e1", showAs=show_as), "full") is not None) == blocks
+    assert (
+        to_blocker(MAILBOX, outlook("e1", showAs=show_as), "full", RESOURCE) is not None
+    ) == blocks
 
 
 def test_cancelled_events_and_series_masters_do_not_block() -> None:
-    assert to_blocker(MAILBOX, outlook("e1", isCancelled=True), "full") is None
-    assert to_blocker(MAILBOX, outlook("e1", type="seriesMaster"), "full") is None
-    occurrence = to_blocker(MAILBOX, outlook("e1-occ", type="occurrence"), "full")
+    assert to_blocker(MAILBOX, outlook("e1", isCancelled=True), "full", RESOURCE) is None
+    assert to_blocker(MAILBOX, outlook("e1", type="seriesMaster"), "full", RESOURCE) is None
+    occurrence = to_blocker(MAILBOX, outlook("e1-occ", type="occurrence"), "full", RESOURCE)
     assert occurrence is not None
 
 
@@ -80,7 +83,7 @@ def test_cancelled_events_and_series_masters_do_not_block() -> None:
     ],
 )
 def test_privacy(privacy: str, sensitivity: str, title: str | None) -> None:
-    blocker = to_blocker(MAILBOX, outlook("e1", sensitivity=sensitivity), privacy)
+    blocker = to_blocker(MAILBOX, outlook("e1", sensitivity=sensitivity), privacy, RESOURCE)
     assert blocker is not None
     assert blocker.title == title
 
@@ -94,6 +97,7 @@ def test_ids_are_stable_per_occurrence_and_mailbox() -> None:
 def test_unchanged_blockers_are_not_sent_again() -> None:
     first = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[outlook("e1")],
         removed=[],
@@ -102,9 +106,10 @@ def test_unchanged_blockers_are_not_sent_again() -> None:
         window=WINDOW,
     )
     assert [b.event_id for b in first.upserts] == ["e1"]
-    sent = {first.upserts[0].id: first.upserts[0].digest()}
+    sent = {first.upserts[0].id: first.upserts[0].content_hash}
     again = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[outlook("e1")],
         removed=[],
@@ -115,6 +120,7 @@ def test_unchanged_blockers_are_not_sent_again() -> None:
     assert again.upserts == [] and again.deletes == []
     moved = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         removed=[],
         stored=sent,
@@ -129,6 +135,7 @@ def test_turning_free_or_removed_deletes_the_blocker() -> None:
     bid = blocker_id(MAILBOX, "e1")
     free = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[outlook("e1", showAs="free")],
         removed=[],
@@ -139,6 +146,7 @@ def test_turning_free_or_removed_deletes_the_blocker() -> None:
     assert free.deletes == [bid]
     gone = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[],
         removed=["e1", "never-seen"],
@@ -180,6 +188,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
     own = {"ours": Own("bk_1", observable_digest(projection))}
     plan = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[echo],
         removed=[],
@@ -191,6 +200,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
     edited = {**echo, "subject": "Hijacked"}
     plan = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[edited],
         removed=[],
@@ -201,6 +211,7 @@ def test_own_projections_are_never_blockers_and_echoes_are_not_drift() -> None:
     assert plan.drifted == ["bk_1"] and plan.upserts == []
     deleted = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[],
         removed=["ours"],
@@ -215,6 +226,7 @@ def test_a_create_not_yet_recorded_is_recognised_by_its_transaction_id() -> None
     fresh = outlook("new-id", transactionId="txn-1")
     plan = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[fresh],
         removed=[],
@@ -244,6 +256,7 @@ def test_events_outside_the_window_do_not_block() -> None:
     )
     plan = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[late],
         removed=[],
@@ -292,7 +305,7 @@ def test_a_persons_all_day_event_is_a_blocker_of_dates() -> None:
         start={"dateTime": "2026-11-23T00:00:00.0000000", "timeZone": "Pacific Standard Time"},
         end={"dateTime": "2026-11-24T00:00:00.0000000", "timeZone": "Pacific Standard Time"},
     )
-    blocker = to_blocker(MAILBOX, event, "full")
+    blocker = to_blocker(MAILBOX, event, "full", RESOURCE)
     assert blocker is not None and blocker.all_day
     assert (blocker.start.isoformat(), blocker.end.isoformat()) == (
         "2026-11-23T00:00:00+00:00",
@@ -312,6 +325,7 @@ def test_removed_outside_the_window_is_not_a_deletion() -> None:
     }
     plan = decide(
         mailbox=MAILBOX,
+        resource_id=RESOURCE,
         privacy="full",
         changed=[],
         removed=["past", "far", "edge", "in"],

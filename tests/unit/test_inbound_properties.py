@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync_core.domain.inbound import (
-    BlockerState,
+    Blocker,
     Own,
     Plan,
     blocker_id,
@@ -27,6 +27,7 @@ from sync_core.domain.inbound import (
 from sync_core.domain.outlook import observable_digest
 
 MAILBOX = "room.berlin@contoso.example"
+RESOURCE = "room-42"
 WINDOW = (datetime(2026, 11, 22, tzinfo=UTC), datetime(2027, 5, 21, tzinfo=UTC))
 EVENT_IDS = [f"e{i}" for i in range(6)] + ["own-1"]
 SHOW_AS = ["busy", "tentative", "oof", "workingElsewhere", "free", "unknown"]
@@ -80,24 +81,24 @@ class Platform:
     """What the platform holds after applying every decision it was sent."""
 
     def __init__(self) -> None:
-        self.blockers: dict[str, BlockerState] = {}
+        self.blockers: dict[str, Blocker] = {}
         self.sent: dict[str, str] = {}  # blocker id → digest last sent (the service's own record)
 
     def apply(self, plan: Plan) -> None:
         for blocker in plan.upserts:
             self.blockers[blocker.id] = blocker
-            self.sent[blocker.id] = blocker.digest()
+            self.sent[blocker.id] = blocker.content_hash
         for bid in plan.deletes:
             self.blockers.pop(bid, None)
             self.sent.pop(bid, None)
 
 
-def expected(outlook: dict[str, dict[str, Any]], privacy: str) -> dict[str, BlockerState]:
+def expected(outlook: dict[str, dict[str, Any]], privacy: str) -> dict[str, Blocker]:
     found = {}
     for event in outlook.values():
         if event["id"] in OWN:
             continue
-        blocker = to_blocker(MAILBOX, event, privacy)
+        blocker = to_blocker(MAILBOX, event, privacy, RESOURCE)
         if blocker is not None and blocker.end > WINDOW[0] and blocker.start < WINDOW[1]:
             found[blocker.id] = blocker
     return found
@@ -130,6 +131,7 @@ def test_any_interleaving_converges_to_what_outlook_shows(
         for page in pages:
             plan = plan_page(
                 mailbox=MAILBOX,
+                resource_id=RESOURCE,
                 privacy=privacy,
                 items=[e if e is not None else {"id": i, "@removed": {}} for i, e in page],
                 stored=platform.sent,
@@ -155,7 +157,7 @@ def test_any_interleaving_converges_to_what_outlook_shows(
             seen = {
                 blocker_id(MAILBOX, e["id"])
                 for e in outlook.values()
-                if e["id"] not in OWN and to_blocker(MAILBOX, e, privacy) is not None
+                if e["id"] not in OWN and to_blocker(MAILBOX, e, privacy, RESOURCE) is not None
             }
             platform.apply(Plan(deletes=plan_full_round(seen=seen, stored=platform.sent)))
             drifted.update(missing_projections(OWN, set(outlook), WINDOW))
@@ -169,7 +171,7 @@ def test_any_interleaving_converges_to_what_outlook_shows(
     assert set(platform.blockers) == set(want)
     for bid, blocker in want.items():
         assert platform.blockers[bid] == blocker
-    assert platform.sent == {bid: b.digest() for bid, b in want.items()}
+    assert platform.sent == {bid: b.content_hash for bid, b in want.items()}
     assert not (set(platform.blockers) & {blocker_id(MAILBOX, e) for e in OWN})  # no echoes
     touched_own = any(op[1] in OWN for op in operations)
     if not touched_own:
@@ -185,7 +187,7 @@ def test_any_interleaving_converges_to_what_outlook_shows(
     privacy=st.sampled_from(["full", "busy_only"]),
 )
 def test_titles_never_leak(show_as: str, sensitivity: str, privacy: str) -> None:
-    blocker = to_blocker(MAILBOX, make_event("e1", 1, 9, show_as, sensitivity), privacy)
+    blocker = to_blocker(MAILBOX, make_event("e1", 1, 9, show_as, sensitivity), privacy, RESOURCE)
     if blocker is None:
         assert show_as in ("free", "unknown")
         return

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +40,8 @@ if str(ROOT) not in sys.path:
 
 from azure.storage.queue import QueueServiceClient  # noqa: E402
 
-from devhost.azurite import Azurite, free_port, port_open  # noqa: E402
+from devhost.azurite import Azurite, free_port  # noqa: E402
+from devhost.stack import HostProcess  # noqa: E402
 from sandbox.client import SandboxControl  # noqa: E402
 from sandbox.platform import PlatformSim  # noqa: E402
 from sync_core.domain.booking import BOOKING_PROPERTY_ID  # noqa: E402
@@ -110,44 +109,6 @@ class SoakResult:
         return "\n".join(lines)
 
 
-class Host:
-    """`python -m devhost` on a fixed port, so Graph's notification URLs survive a restart."""
-
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        full = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
-        full.update(env)
-        full["PUBLIC_BASE_URL"] = self.base
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", HOST_BOOT, "--port", str(port)],
-                cwd=ROOT,
-                env=full,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while not port_open(port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"devhost did not start; see {log}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.process.kill()  # SIGKILL: no clean shutdown, messages in flight stay invisible
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def _slot(day: int, hour: int, minute: int = 0, minutes: int = 45) -> tuple[datetime, datetime]:
     start = (datetime.now(UTC) + timedelta(days=day)).replace(
         hour=hour, minute=minute, second=0, microsecond=0
@@ -192,7 +153,7 @@ class Soak:
             "EVENT_CATEGORY": "Booked via platform",
         }
         self.port = free_port()
-        self.host: Host | None = None
+        self.host: HostProcess | None = None
         self.counts: Counter[str] = Counter()
         self.final: dict[str, dict[str, Any]] = {}  # booking id -> highest accepted data
         self.person: dict[str, dict[str, str]] = {room: {} for room in ROOMS}  # id -> subject
@@ -201,7 +162,9 @@ class Soak:
     # -- plumbing ---------------------------------------------------------------------------
 
     def start_host(self) -> None:
-        self.host = Host(self.env, self.port, self.workdir / "devhost.log")
+        # A fixed port, so Graph's notification URLs survive a restart.
+        log = self.workdir / "devhost.log"
+        self.host = HostProcess(self.env, port=self.port, log=log, boot=HOST_BOOT).wait_ready(60)
         self.platform.product_url = self.host.base
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:

@@ -28,9 +28,9 @@ from devhost.functions import (
     resolve_settings,
 )
 from devhost.hostjson import HostConfig, StartupError, read_host_json
+from devhost.http_server import DevServer, build_routes
 from devhost.queue_trigger import QueuePoller
 from devhost.timers import TimerThread
-from devhost.web import DevServer, build_routes
 from sync_core import ncrontab
 from sync_core.config import (
     LOCAL_SETTINGS_FILE,

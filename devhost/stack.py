@@ -101,6 +101,7 @@ class HostProcess:
         log: Path | None = None,
         console: bool = False,
         isolated: bool = True,
+        boot: str | None = None,
     ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -122,8 +123,10 @@ class HostProcess:
             else:
                 out = log.open("ab")
             self.log = log
+        # ``boot``: Python code that starts the host in its place (the soak shortens timeouts).
+        start = ["-c", boot] if boot else ["-m", "devhost"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--port", str(self.port), *args],
+            [sys.executable, *start, "--port", str(self.port), *args],
             cwd=cwd,
             env=full_env,
             stdout=out,
@@ -176,6 +179,11 @@ class HostProcess:
             headers={"x-functions-key": key},
             timeout=30,
         ).raise_for_status()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown; the messages it had fetched stay invisible."""
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> str:
         """Stop the host; return what it wrote."""

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sandbox import recurrence, timeutil
-from sandbox.web import GraphError
+from sandbox.messages import GraphError
 
 SHOW_AS = ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown")
 SENSITIVITY = ("normal", "personal", "private", "confidential")

@@ -15,6 +15,7 @@ from sandbox.calendar import Mailbox
 from sandbox.graph.subscription_routes import Subscriptions
 from sandbox.keyvault import KeyVault, VaultError
 from sandbox.limits import Faults, Throttle
+from sandbox.messages import GraphError, Request, Response
 from sandbox.notifications import Notifier
 from sandbox.render import ViewOptions, render_event
 from sandbox.requestlog import RequestLog
@@ -25,7 +26,6 @@ from sandbox.state import (
     Tenant,
     check_meeting_providers,
 )
-from sandbox.web import GraphError, Request, Response
 
 ControlHandler = Callable[[Request, dict[str, str]], Response]
 

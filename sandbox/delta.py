@@ -18,7 +18,7 @@ import secrets
 from datetime import datetime
 
 from sandbox.calendar import Mailbox, SyncState, view_items
-from sandbox.web import GraphError
+from sandbox.messages import GraphError
 
 MAX_STATES_PER_MAILBOX = 64
 

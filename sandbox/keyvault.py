@@ -41,9 +41,9 @@ import jwt
 from sandbox import timeutil
 from sandbox.limits import Faults
 from sandbox.login import unknown_identity
+from sandbox.messages import Request, Response, link
 from sandbox.state import Tenant
 from sandbox.tokens import TokenIssuer
-from sandbox.web import Request, Response, link
 
 VAULT_RESOURCE = "https://vault.azure.net"
 OPERATIONS = ("get", "list", "set", "update")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.defaults import Settings
-from sandbox.web import ConnectionFault, GraphError
+from sandbox.messages import ConnectionFault, GraphError
 
 ACTIONS = ("status", "delay", "timeout", "reset")
 

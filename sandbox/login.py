@@ -18,9 +18,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox import defaults, timeutil
+from sandbox.messages import EntraError, GraphError, Request, Response
 from sandbox.state import Application, Tenant
 from sandbox.tokens import TokenIssuer
-from sandbox.web import EntraError, GraphError, Request, Response
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 GRAPH_RESOURCES = ("https://graph.microsoft.com", defaults.GRAPH_APP_ID)

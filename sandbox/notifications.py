@@ -27,7 +27,7 @@ import requests
 
 from sandbox import timeutil
 from sandbox.defaults import Settings
-from sandbox.web import GraphError
+from sandbox.messages import GraphError
 
 MAX_PER_POST = 100
 MAX_RECORDS = 20_000

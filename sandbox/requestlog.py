@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from sandbox import timeutil
-from sandbox.web import Request, Response
+from sandbox.messages import Request, Response
 
 MAX_ENTRIES = 50_000
 SECRET_PARAMS = {"code", "client_secret", "client_assertion", "access_token", "sig", "token"}

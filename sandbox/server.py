@@ -20,12 +20,12 @@ from sandbox.graph import GraphApi, Subscriptions, build_graph
 from sandbox.keyvault import KeyVault
 from sandbox.limits import Faults, Throttle
 from sandbox.login import Login
+from sandbox.messages import ConnectionFault, EntraError, GraphError, Headers, Request, Response
 from sandbox.notifications import Notifier
 from sandbox.requestlog import RequestLog
 from sandbox.state import Tenant
 from sandbox.tls import ensure_tls, load_or_create_signing_key
 from sandbox.tokens import TokenIssuer
-from sandbox.web import ConnectionFault, EntraError, GraphError, Headers, Request, Response
 
 log = logging.getLogger("sandbox")
 

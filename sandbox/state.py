@@ -20,8 +20,8 @@ from cryptography import x509
 from sandbox import defaults, timeutil
 from sandbox.calendar import MAILBOX_STATES, PROVIDERS, Mailbox
 from sandbox.defaults import Settings
+from sandbox.messages import GraphError
 from sandbox.tls import thumbprints
-from sandbox.web import GraphError
 
 ChangeListener = Callable[[Mailbox, list[tuple[str, str]]], None]
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from sandbox.graph.core import Ctx, GraphApi
-from sandbox.web import ConnectionFault, GraphError, Headers, Request, Response
+from sandbox.messages import ConnectionFault, GraphError, Headers, Request, Response
 
 MAX_REQUESTS = 20
 KEPT_HEADERS = (

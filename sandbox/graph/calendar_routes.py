@@ -8,8 +8,8 @@ from typing import Any
 from sandbox import calendar, delta, timeutil
 from sandbox.calendar import Mailbox, StoredEvent
 from sandbox.graph.core import Ctx, GraphApi
+from sandbox.messages import GraphError, Response, link
 from sandbox.render import ViewOptions, date_time_zone, removed, render_event
-from sandbox.web import GraphError, Response, link
 
 USER = r"/users/(?P<user>[^/]+)"
 # /users/{m}/events/{id} addresses the mailbox (Deleted Items too); /calendar/events/{id} the

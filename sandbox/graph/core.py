@@ -18,11 +18,11 @@ from sandbox import timeutil
 from sandbox.calendar import Mailbox
 from sandbox.defaults import Settings
 from sandbox.limits import Faults, Throttle, Throttled
+from sandbox.messages import GraphError, Request, Response
 from sandbox.render import ViewOptions
 from sandbox.requestlog import RequestLog
 from sandbox.state import Tenant
 from sandbox.tokens import TokenIssuer
-from sandbox.web import GraphError, Request, Response
 
 Handler = Callable[["Ctx"], Response]
 

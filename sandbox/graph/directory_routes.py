@@ -10,8 +10,8 @@ from urllib.parse import quote
 from sandbox import timeutil
 from sandbox.calendar import Mailbox
 from sandbox.graph.core import Ctx, GraphApi
+from sandbox.messages import GraphError, Response
 from sandbox.state import Application, RoomList
-from sandbox.web import GraphError, Response
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ from typing import Any
 from sandbox import calendar, timeutil
 from sandbox.calendar import Mailbox
 from sandbox.graph.core import PERMISSIONS, Ctx, GraphApi
+from sandbox.messages import GraphError, Response, link
 from sandbox.notifications import Notifier
 from sandbox.state import Subscription, Tenant
-from sandbox.web import GraphError, Response, link
 
 RESOURCE = re.compile(r"^/?users/([^/]+)/(?:calendar/)?events/?$", re.IGNORECASE)
 CHANGE_TYPES = ("created", "updated", "deleted")

@@ -94,25 +94,23 @@ def check_permissions(claims: dict[str, Any] | None, settings: Settings) -> Chec
 
     missing = [r for r in REQUIRED_ROLES if not has(r)]
     optional = [r for r in OPTIONAL_ROLES if not has(r)]
-    app = f"the app {settings.client_id}"
+
+    def needed(lacking: list[str], what: dict[str, str]) -> str:
+        return "; ".join(f"{r} ({what[r]})" for r in lacking)
+
+    def grant(lacking: list[str]) -> str:
+        return GRANT_WHERE.format(app=f"the app {settings.client_id}", roles=", ".join(lacking))
+
     if missing:
-        needed = "; ".join(f"{r} ({REQUIRED_ROLES[r]})" for r in missing)
-        return Check(
-            "permissions",
-            "fail",
-            f"missing application permissions: {needed}",
-            GRANT_WHERE.format(app=app, roles=", ".join(missing)),
-            "PermissionMissing",
-        )
+        message = f"missing application permissions: {needed(missing, REQUIRED_ROLES)}"
+        return Check("permissions", "fail", message, grant(missing), "PermissionMissing")
     if optional:
-        needed = "; ".join(f"{r} ({OPTIONAL_ROLES[r]})" for r in optional)
-        return Check(
-            "permissions",
-            "warn",
-            f"granted: {', '.join(sorted(roles))}; optional and missing: {needed}",
-            GRANT_WHERE.format(app=app, roles=", ".join(optional))
-            + " Without it, check the secret's expiry yourself and rotate it by hand.",
+        message = (
+            f"granted: {', '.join(sorted(roles))}; "
+            f"optional and missing: {needed(optional, OPTIONAL_ROLES)}"
         )
+        hint = " Without it, check the secret's expiry yourself and rotate it by hand."
+        return Check("permissions", "warn", message, grant(optional) + hint)
     return Check("permissions", "pass", f"granted: {', '.join(sorted(roles))}")
 
 

@@ -251,23 +251,6 @@ class GraphClient:
                     continue
             raise error
 
-    def pages(
-        self,
-        path: str,
-        *,
-        mailbox: str | None = None,
-        params: Mapping[str, str] | None = None,
-        page_size: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Every page of a collection, following ``@odata.nextLink``."""
-        body = self.request("GET", path, mailbox=mailbox, params=params, page_size=page_size)
-        while True:
-            yield body
-            next_link = body.get("@odata.nextLink")
-            if not next_link:
-                return
-            body = self.request("GET", next_link, mailbox=mailbox, page_size=page_size)
-
     def items(
         self,
         path: str,
@@ -276,8 +259,14 @@ class GraphClient:
         params: Mapping[str, str] | None = None,
         page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        for page in self.pages(path, mailbox=mailbox, params=params, page_size=page_size):
-            yield from page.get("value", [])
+        """Every item of a collection, page by page, following ``@odata.nextLink``."""
+        body = self.request("GET", path, mailbox=mailbox, params=params, page_size=page_size)
+        while True:
+            yield from body.get("value", [])
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                return
+            body = self.request("GET", next_link, mailbox=mailbox, page_size=page_size)
 
     def batch(self, requests_: Sequence[BatchRequest]) -> list[BatchResponse]:
         """Run requests through ``$batch``, 20 a call and a few calls at once; throttled ones

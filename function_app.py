@@ -43,6 +43,11 @@ def services() -> Any:
 # Validate every setting at start-up: a bad one stops the app with one line naming it.
 get_settings()
 
+# Access keys, with the Functions host's rules: a function key opens its own function only, a host
+# key every function-level function, the master key everything. Every keyed route here is
+# function-level: the booking platform gets a key of `booking_events` alone, which no admin route
+# accepts; admins use a host key (`admin`). No route is admin-level, so the master key (which
+# also opens the runtime's own admin API and key management) is never handed out.
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 # host.json sets routePrefix "" and every route spells out "api/": the Functions host rejects
@@ -95,8 +100,8 @@ def mappings_delete(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.delete_mapping, req)
 
 
-@app.function_name("booking_events")
-@app.route(route="api/bookings/events", methods=["POST"])
+@app.function_name("booking_events")  # the name the platform's function key is scoped to
+@app.route(route="api/bookings/events", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def booking_events(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.booking_events, req)
 

@@ -53,6 +53,7 @@ class Function:
     route: str = ""
     methods: tuple[str, ...] = ALL_METHODS
     needs_key: bool = False
+    auth_level: str = "function"  # "anonymous", "function" or "admin"
     # timer
     schedule: str = ""
     run_on_startup: bool = False
@@ -134,6 +135,7 @@ def index(app: Any) -> list[Function]:
                 fn.methods = tuple(dict.fromkeys(_enum_value(m).upper() for m in methods))
             level = _enum_value(getattr(trigger, "auth_level", None) or "function").lower()
             fn.needs_key = level in ("function", "admin")
+            fn.auth_level = level
         elif kind == "timer":
             fn.schedule = str(trigger.schedule)
             fn.run_on_startup = bool(getattr(trigger, "run_on_startup", False))

@@ -28,7 +28,7 @@ from devhost.functions import (
     resolve_settings,
 )
 from devhost.hostjson import HostConfig, StartupError, read_host_json
-from devhost.http_server import DevServer, build_routes
+from devhost.http_server import DevServer, Keys, build_routes
 from devhost.queue_trigger import QueuePoller
 from devhost.timers import TimerThread
 from sync_core import ncrontab
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         check_connections(functions)
         timers = resolve_timers(functions)
         routes = build_routes(functions)
+        keys = Keys.from_settings(os.environ, [fn.name for fn in functions if fn.kind == "http"])
         processes = worker_process_count()
     except (ConfigError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             routes=routes,
             route_prefix=config.route_prefix,
             invoker=invoker,
-            functions_key=os.environ.get("FUNCTIONS_KEY", "").strip(),
+            keys=keys,
         )
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = f"http://{args.host}:{args.port}"
     print(listing(functions, timers, base, config.route_prefix), flush=True)
-    if not server.functions_key:
+    if not keys.enforced:
         print(
             "no FUNCTIONS_KEY: serving loopback only (requests from other hosts, proxies and "
             "tunnels get 403; set FUNCTIONS_KEY to serve them)",

@@ -1,4 +1,4 @@
-"""The HTTP side: routes under the routePrefix, function keys, and the admin invoke endpoint."""
+"""The HTTP side: routes under the routePrefix, access keys, and the admin invoke endpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +31,7 @@ from devhost.functions import (
 from devhost.hostjson import StartupError
 from devhost.routing import RouteTemplate, compile_route, split_prefix
 from devhost.timers import fire
+from sync_core.config import ConfigError
 from sync_core.problems import PayloadTooLarge, Problem
 from sync_core.web import MAX_BODY_BYTES, problem_response
 
@@ -44,6 +46,101 @@ _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 DRAIN_BYTES = 1024 * 1024  # read and dropped at most after an early answer, so it arrives
 DRAIN_SECONDS = 1.0
+
+
+MASTER_KEY_SETTING = "FUNCTIONS_KEY"
+HOST_KEYS_SETTING = "FUNCTIONS_HOST_KEYS"
+FUNCTION_KEYS_SETTING = "FUNCTIONS_FUNCTION_KEYS"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The access keys of the app, with the Functions host's rules:
+
+    - a **function key** opens its own function only;
+    - a **host key** opens every ``function``-level function;
+    - the **master key** (``_master``) opens every function, is the only key that opens an
+      ``admin``-level function, and the only one for the runtime's admin endpoints
+      (``/admin/...``);
+    - ``anonymous`` functions need no key.
+
+    The key is read from the ``x-functions-key`` header, or from the ``code`` query parameter
+    when the header is absent. No keys at all: nothing is enforced (the host then serves this
+    machine only).
+    """
+
+    master: str = ""
+    host: Mapping[str, str] = field(default_factory=dict)  # name → value
+    # function name (lower case) → key name → value
+    function: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def enforced(self) -> bool:
+        return bool(self.master or self.host or self.function)
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str], functions: Collection[str]) -> Keys:
+        """``FUNCTIONS_KEY`` (the master key), ``FUNCTIONS_HOST_KEYS`` (``name=value,...``) and
+        ``FUNCTIONS_FUNCTION_KEYS`` (``function/name=value,...``; ``function=value`` names the
+        key ``default``). ConfigError names a malformed one or a function the app does not have."""
+        master = environ.get(MASTER_KEY_SETTING, "").strip()
+        host: dict[str, str] = {}
+        for name, value in _key_entries(environ, HOST_KEYS_SETTING, "name=value"):
+            if "/" in name:
+                raise ConfigError(HOST_KEYS_SETTING, f"key name {name!r} has a '/'")
+            host[name] = value
+        known = {f.lower(): f for f in functions}
+        function: dict[str, dict[str, str]] = {}
+        for target, value in _key_entries(environ, FUNCTION_KEYS_SETTING, "function/name=value"):
+            owner, _, name = target.partition("/")
+            if owner.lower() not in known:
+                raise ConfigError(FUNCTION_KEYS_SETTING, f"the app has no function named {owner!r}")
+            function.setdefault(owner.lower(), {})[name.strip() or "default"] = value
+        if (host or function) and not master:
+            raise ConfigError(
+                MASTER_KEY_SETTING,
+                f"is missing (the master key; needed once {HOST_KEYS_SETTING} or "
+                f"{FUNCTION_KEYS_SETTING} is set)",
+            )
+        return cls(master, host, function)
+
+    def opens(self, level: str, function: str, key: str | None) -> bool:
+        """Whether ``key`` opens ``function`` at authorization ``level``."""
+        if level == "anonymous" or not self.enforced:
+            return True
+        if not key:
+            return False
+        if _same(key, self.master):
+            return True
+        if level == "admin":
+            return False
+        own = self.function.get(function.lower(), {})
+        return any(_same(key, value) for value in (*self.host.values(), *own.values()))
+
+    def opens_runtime_admin(self, key: str | None) -> bool:
+        """The runtime's ``/admin/...`` endpoints: the master key only."""
+        return not self.enforced or bool(key and _same(key, self.master))
+
+
+def _same(given: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _key_entries(environ: Mapping[str, str], setting: str, shape: str) -> list[tuple[str, str]]:
+    entries: list[tuple[str, str]] = []
+    for entry in environ.get(setting, "").split(","):
+        if not entry.strip():
+            continue
+        name, equals, value = entry.strip().partition("=")
+        if not equals or not name.strip() or not value.strip():
+            raise ConfigError(setting, f"each entry must be {shape}")
+        entries.append((name.strip(), value.strip()))
+    return entries
+
+
+def request_key(header: str | None, query: Mapping[str, str]) -> str | None:
+    """The key a request carries: ``x-functions-key``, else ``?code=``."""
+    return header if header else query.get("code")
 
 
 @dataclass(frozen=True)
@@ -113,14 +210,14 @@ class DevServer(ThreadingHTTPServer):
         routes: list[Route],
         route_prefix: str,
         invoker: Invoker,
-        functions_key: str,
+        keys: Keys,
     ) -> None:
         super().__init__(address, Handler)
         self.functions = {fn.name.lower(): fn for fn in functions}
         self.routes = routes
         self.route_prefix = route_prefix
         self.invoker = invoker
-        self.functions_key = functions_key
+        self.keys = keys
         self.stopping = False
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -128,9 +225,9 @@ class DevServer(ThreadingHTTPServer):
         log.warning("HTTP connection from %s failed: %r", client_address[0], sys.exc_info()[1])
 
     def local_only(self, peer: str, headers: Any) -> bool:
-        """Without a key the host serves this machine only: True when the request must be
+        """Without keys the host serves this machine only: True when the request must be
         refused because it comes from another host or through a proxy or tunnel."""
-        if self.functions_key:
+        if self.keys.enforced:
             return False
         try:
             address = ipaddress.ip_address(peer.split("%", 1)[0])
@@ -139,14 +236,6 @@ class DevServer(ThreadingHTTPServer):
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return not address.is_loopback or any(headers.get(h) for h in _PROXY_HEADERS)
-
-    def key_ok(self, header: str | None, query: dict[str, str]) -> bool:
-        """True when no key is configured, or the request carries it."""
-        if not self.functions_key:
-            return True
-        expected = self.functions_key.encode("utf-8")
-        given = [v for v in (header, query.get("code")) if v]
-        return any(hmac.compare_digest(v.encode("utf-8"), expected) for v in given)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -226,7 +315,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         route, params = chosen
         fn = route.fn
-        if fn.needs_key and not self.server.key_ok(self.headers.get("x-functions-key"), query):
+        key = request_key(self.headers.get("x-functions-key"), query)
+        if not self.server.keys.opens(fn.auth_level, fn.name, key):
             log_invocation(fn.name, "http", started, "401")
             self._send(Reply(401))
             return
@@ -265,7 +355,9 @@ class Handler(BaseHTTPRequestHandler):
         """``POST /admin/functions/{name}`` ``{"input": "..."}``: run a timer or queue function."""
         if self.command != "POST":
             return Reply(405, headers=(("Allow", "POST"),))
-        if not self.server.key_ok(self.headers.get("x-functions-key"), query):
+        if not self.server.keys.opens_runtime_admin(
+            request_key(self.headers.get("x-functions-key"), query)
+        ):
             return Reply(401)
         fn = self.server.functions.get(name.lower())
         if fn is None:

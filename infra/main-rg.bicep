@@ -15,10 +15,17 @@ param environmentName string
 param location string = resourceGroup().location
 
 // BEGIN SHARED PARAMETERS (main.bicep and main-rg.bicep declare these identically; a test checks)
-@description('Application (client) id of the Entra app registration (infra/scripts/app-registration.sh prints it). CLIENT_ID.')
-@minLength(36)
+@description('Application (client) id of an Entra app registration made by infra/scripts/app-registration.sh (sovereign clouds, or when the deploying admin cannot grant consent). Empty (default): the deployment creates one for this environment (app/entra.bicep). CLIENT_ID.')
 @maxLength(36)
-param graphClientId string
+param graphClientId string = ''
+
+@allowed([
+  'rbac'
+  'policy'
+  'tenant'
+])
+@description('Mailbox scoping, as app-registration.sh --mailbox-scope. rbac (default): Calendars.ReadWrite comes from Exchange RBAC for Applications (mailbox-scope.sh --method rbac) and the registration made here does not hold it; policy or tenant: the registration holds it tenant-wide.')
+param mailboxScope string = 'rbac'
 
 @description('Directory (tenant) id whose Microsoft 365 calendars are synced. TENANT_ID.')
 param tenantId string = tenant().tenantId
@@ -142,13 +149,29 @@ var tags = {
   application: 'calendar-sync'
 }
 
+// The app registration of this environment (Microsoft Graph Bicep extension), unless
+// graphClientId names one made by infra/scripts/app-registration.sh.
+var createRegistration = empty(graphClientId)
+var registrationRotatesSecret = (credentialMode == 'secret') && enableSecretRotation
+
+module entra 'app/entra.bicep' = if (createRegistration) {
+  name: 'calendar-sync-entra'
+  params: {
+    environmentName: environmentName
+    mailboxScope: mailboxScope
+    enableSecretRotation: registrationRotatesSecret
+  }
+}
+
+var clientId = createRegistration ? entra.outputs.appId : graphClientId
+
 module resources 'app/resources.bicep' = {
   name: 'calendar-sync-resources'
   params: {
     environmentName: environmentName
     location: location
     tags: tags
-    graphClientId: graphClientId
+    graphClientId: clientId
     tenantId: tenantId
     credentialMode: credentialMode
     enableSecretRotation: enableSecretRotation
@@ -178,6 +201,21 @@ module resources 'app/resources.bicep' = {
   }
 }
 
+// The function app's managed identity as the registration's federated credential: after the
+// identity exists (app/resources.bicep), which needs the registration's id first.
+module entraCredential 'app/entra-credential.bicep' = if (createRegistration) {
+  name: 'calendar-sync-entra-credential'
+  params: {
+    environmentName: environmentName
+    applicationUniqueName: entra.outputs.applicationUniqueName
+    applicationDisplayName: entra.outputs.displayName
+    servicePrincipalId: entra.outputs.servicePrincipalId
+    identityPrincipalId: resources.outputs.identityPrincipalId
+    authorityHost: authorityHost
+    enableSecretRotation: registrationRotatesSecret
+  }
+}
+
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenantId
 output AZURE_RESOURCE_GROUP string = resourceGroup().name
@@ -189,5 +227,12 @@ output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.storageAccountName
 output MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = resources.outputs.identityPrincipalId
 output APPLICATIONINSIGHTS_NAME string = resources.outputs.appInsightsName
-output GRAPH_CLIENT_ID string = graphClientId
+// The booking platform's endpoint and the names of the access keys (function-keys.bicep sets
+// them after the code is deployed; infra/scripts/handover.sh prints what the platform needs).
+output BOOKING_URL string = '${resources.outputs.publicBaseUrl}/api/bookings/events'
+output BOOKING_FUNCTION_NAME string = resources.outputs.bookingFunctionName
+output BOOKING_KEY_NAME string = resources.outputs.bookingKeyName
+output ADMIN_KEY_NAME string = resources.outputs.adminKeyName
+output AVAILABILITY_TEST_NAME string = resources.outputs.availabilityTestName
+output GRAPH_CLIENT_ID string = clientId
 output CREDENTIAL_MODE string = credentialMode

@@ -2,8 +2,11 @@
 // and everything in it (app/resources.bicep). A customer who grants only an existing resource
 // group deploys main-rg.bicep instead: same parameters, same resources (docs/deploy.md).
 //
-// Nothing here touches Microsoft Entra ID or Exchange Online: the app registration, its
-// credential and the mailbox scope are set up by infra/scripts, each step explained.
+// The Entra app registration, its Graph permissions with admin consent and its federated
+// credential come from app/entra.bicep and app/entra-credential.bicep (Microsoft Graph Bicep
+// extension), one registration per azd environment, unless graphClientId names one made by
+// infra/scripts/app-registration.sh. The mailbox scope (Exchange Online) is set up by
+// infra/scripts/mailbox-scope.sh.
 
 targetScope = 'subscription'
 
@@ -25,10 +28,17 @@ param location string
 param resourceGroupName string = ''
 
 // BEGIN SHARED PARAMETERS (main.bicep and main-rg.bicep declare these identically; a test checks)
-@description('Application (client) id of the Entra app registration (infra/scripts/app-registration.sh prints it). CLIENT_ID.')
-@minLength(36)
+@description('Application (client) id of an Entra app registration made by infra/scripts/app-registration.sh (sovereign clouds, or when the deploying admin cannot grant consent). Empty (default): the deployment creates one for this environment (app/entra.bicep). CLIENT_ID.')
 @maxLength(36)
-param graphClientId string
+param graphClientId string = ''
+
+@allowed([
+  'rbac'
+  'policy'
+  'tenant'
+])
+@description('Mailbox scoping, as app-registration.sh --mailbox-scope. rbac (default): Calendars.ReadWrite comes from Exchange RBAC for Applications (mailbox-scope.sh --method rbac) and the registration made here does not hold it; policy or tenant: the registration holds it tenant-wide.')
+param mailboxScope string = 'rbac'
 
 @description('Directory (tenant) id whose Microsoft 365 calendars are synced. TENANT_ID.')
 param tenantId string = tenant().tenantId
@@ -158,6 +168,23 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
+// The app registration of this environment (Microsoft Graph Bicep extension), unless
+// graphClientId names one made by infra/scripts/app-registration.sh.
+var createRegistration = empty(graphClientId)
+var registrationRotatesSecret = (credentialMode == 'secret') && enableSecretRotation
+
+module entra 'app/entra.bicep' = if (createRegistration) {
+  name: 'calendar-sync-entra'
+  scope: rg
+  params: {
+    environmentName: environmentName
+    mailboxScope: mailboxScope
+    enableSecretRotation: registrationRotatesSecret
+  }
+}
+
+var clientId = createRegistration ? entra.outputs.appId : graphClientId
+
 module resources 'app/resources.bicep' = {
   name: 'calendar-sync-resources'
   scope: rg
@@ -165,7 +192,7 @@ module resources 'app/resources.bicep' = {
     environmentName: environmentName
     location: location
     tags: tags
-    graphClientId: graphClientId
+    graphClientId: clientId
     tenantId: tenantId
     credentialMode: credentialMode
     enableSecretRotation: enableSecretRotation
@@ -195,6 +222,22 @@ module resources 'app/resources.bicep' = {
   }
 }
 
+// The function app's managed identity as the registration's federated credential: after the
+// identity exists (app/resources.bicep), which needs the registration's id first.
+module entraCredential 'app/entra-credential.bicep' = if (createRegistration) {
+  name: 'calendar-sync-entra-credential'
+  scope: rg
+  params: {
+    environmentName: environmentName
+    applicationUniqueName: entra.outputs.applicationUniqueName
+    applicationDisplayName: entra.outputs.displayName
+    servicePrincipalId: entra.outputs.servicePrincipalId
+    identityPrincipalId: resources.outputs.identityPrincipalId
+    authorityHost: authorityHost
+    enableSecretRotation: registrationRotatesSecret
+  }
+}
+
 // azd writes these to .azure/<env>/.env; infra/scripts and docs/deploy.md use them by name.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenantId
@@ -207,5 +250,12 @@ output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.storageAccountName
 output MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = resources.outputs.identityPrincipalId
 output APPLICATIONINSIGHTS_NAME string = resources.outputs.appInsightsName
-output GRAPH_CLIENT_ID string = graphClientId
+// The booking platform's endpoint and the names of the access keys (function-keys.bicep sets
+// them after the code is deployed; infra/scripts/handover.sh prints what the platform needs).
+output BOOKING_URL string = '${resources.outputs.publicBaseUrl}/api/bookings/events'
+output BOOKING_FUNCTION_NAME string = resources.outputs.bookingFunctionName
+output BOOKING_KEY_NAME string = resources.outputs.bookingKeyName
+output ADMIN_KEY_NAME string = resources.outputs.adminKeyName
+output AVAILABILITY_TEST_NAME string = resources.outputs.availabilityTestName
+output GRAPH_CLIENT_ID string = clientId
 output CREDENTIAL_MODE string = credentialMode

@@ -275,6 +275,48 @@ class SandboxControl:
         )
         return result
 
+    def scope_calendars(
+        self,
+        mailboxes: Iterable[str],
+        *,
+        role: str = "Calendars.ReadWrite",
+        keep_entra_grant: bool = False,
+        client_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Exchange Online RBAC for Applications: assign the app the role ``Application
+        {role}`` limited to ``mailboxes`` (a management scope). Unless ``keep_entra_grant``, the
+        same permission is removed from the app's Entra roles, so new tokens lack it."""
+        result: dict[str, Any] = self._call(
+            "PUT",
+            f"/apps/{client_id or '_'}/exchange-roles/{role}",
+            {"mailboxes": list(mailboxes), "keepEntraGrant": keep_entra_grant},
+        )
+        return result
+
+    def change_scope(
+        self,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        role: str = "Calendars.ReadWrite",
+        client_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Add mailboxes to, or remove them from, the scope of an Exchange role assignment."""
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            f"/apps/{client_id or '_'}/exchange-roles/{role}",
+            {"add": list(add), "remove": list(remove)},
+        )
+        return result
+
+    def exchange_roles(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/apps/{client_id or '_'}/exchange-roles")["value"])
+
+    def remove_exchange_role(
+        self, role: str = "Calendars.ReadWrite", client_id: str | None = None
+    ) -> None:
+        self._call("DELETE", f"/apps/{client_id or '_'}/exchange-roles/{role}")
+
     def update_app(self, client_id: str | None = None, **changes: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._call("PATCH", f"/apps/{client_id or '_'}", changes)
         return result

@@ -20,11 +20,14 @@ from sandbox.notifications import Notifier
 from sandbox.render import ViewOptions, render_event
 from sandbox.requestlog import RequestLog
 from sandbox.state import (
+    EXCHANGE_ROLES,
     Application,
+    ExchangeAssignment,
     FederatedCredential,
     ManagedIdentity,
     Tenant,
     check_meeting_providers,
+    exchange_role,
 )
 
 ControlHandler = Callable[[Request, dict[str, str]], Response]
@@ -120,7 +123,14 @@ class Control:
             "roles": sorted(app.roles),
             "ownedBySelf": app.owned_by_self,
             "federatedIdentityCredentials": [f.to_graph() for f in app.federated],
+            "exchangeRoleAssignments": [a.to_json() for a in app.exchange.values()],
         }
+
+    def _members(self, value: Any, name: str) -> set[str]:
+        """Mailbox addresses for a management scope: existing mailboxes, lower-cased."""
+        if not isinstance(value, list):
+            raise ControlError(400, f"{name} must be a list of mailbox addresses")
+        return {self._mailbox(str(m)).address.lower() for m in value}
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -484,7 +494,52 @@ class Control:
                 self._app(params["client"]).federated.append(credential)
             return _ok(credential.to_graph(), 201)
 
+        # Exchange Online RBAC for Applications: a role over the mailboxes of a scope
+        def list_exchange_roles(request: Request, params: dict[str, str]) -> Response:
+            with tenant.lock:
+                app = self._app(params["client"])
+                return _ok({"value": [a.to_json() for a in app.exchange.values()]})
+
+        def put_exchange_role(request: Request, params: dict[str, str]) -> Response:
+            data = _body(request)
+            role = exchange_role(params["role"])
+            with tenant.lock:
+                app = self._app(params["client"])
+                members = self._members(data.get("mailboxes"), "mailboxes")
+                app.exchange[role] = ExchangeAssignment(role, members)
+                # The recommended set-up: no tenant-wide grant of the same permission in Entra
+                # ID (the two add up, so one would make the scope meaningless).
+                if not data.get("keepEntraGrant", False):
+                    app.roles.discard(EXCHANGE_ROLES[role])
+                return _ok(app.exchange[role].to_json())
+
+        def patch_exchange_role(request: Request, params: dict[str, str]) -> Response:
+            data = _body(request)
+            role = exchange_role(params["role"])
+            with tenant.lock:
+                assignment = self._app(params["client"]).exchange.get(role)
+                if assignment is None:
+                    raise ControlError(404, f"no assignment of {role}")
+                assignment.mailboxes |= self._members(data.get("add", []), "add")
+                removed = data.get("remove", [])
+                if not isinstance(removed, list):
+                    raise ControlError(400, "remove must be a list of mailbox addresses")
+                assignment.mailboxes -= {str(m).lower() for m in removed}
+                return _ok(assignment.to_json())
+
+        def delete_exchange_role(request: Request, params: dict[str, str]) -> Response:
+            role = exchange_role(params["role"])
+            with tenant.lock:
+                if self._app(params["client"]).exchange.pop(role, None) is None:
+                    raise ControlError(404, f"no assignment of {role}")
+            return Response.empty(204)
+
         app_path = r"/apps/(?P<client>[^/]+)"
+        roles_path = app_path + r"/exchange-roles"
+        add("GET", roles_path, list_exchange_roles)
+        add("PUT", roles_path + r"/(?P<role>[^/]+)", put_exchange_role)
+        add("PATCH", roles_path + r"/(?P<role>[^/]+)", patch_exchange_role)
+        add("DELETE", roles_path + r"/(?P<role>[^/]+)", delete_exchange_role)
         add("GET", app_path, get_app)
         add("PATCH", app_path, patch_app)
         add("PUT", app_path + r"/roles", set_roles)

@@ -97,6 +97,47 @@ class FederatedCredential:
         }
 
 
+# Exchange Online application roles (RBAC for Applications) for calendars, and the Graph
+# permission each grants over the mailboxes of its scope.
+EXCHANGE_ROLES = {
+    "Application Calendars.Read": "Calendars.Read",
+    "Application Calendars.ReadWrite": "Calendars.ReadWrite",
+}
+
+
+@dataclass
+class ExchangeAssignment:
+    """An Exchange application role assigned to the app's service principal, limited to a
+    management scope: the direct members of a group, as lower-cased mailbox addresses."""
+
+    role: str
+    mailboxes: set[str] = field(default_factory=set)
+
+    @property
+    def permission(self) -> str:
+        return EXCHANGE_ROLES[self.role]
+
+    def covers(self, mailbox: Mailbox) -> bool:
+        return mailbox.address.lower() in self.mailboxes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "permission": self.permission,
+            "scope": sorted(self.mailboxes),
+        }
+
+
+def exchange_role(name: str) -> str:
+    """The Exchange role a name means: ``Application Calendars.ReadWrite`` or its permission,
+    ``Calendars.ReadWrite``."""
+    role = name if name in EXCHANGE_ROLES else f"Application {name}"
+    if role not in EXCHANGE_ROLES:
+        known = ", ".join(EXCHANGE_ROLES)
+        raise ValueError(f"unknown Exchange application role {name!r}: one of {known}")
+    return role
+
+
 @dataclass
 class Application:
     object_id: str
@@ -109,6 +150,12 @@ class Application:
     keys: list[KeyCredential] = field(default_factory=list)
     federated: list[FederatedCredential] = field(default_factory=list)
     owned_by_self: bool = True
+    # Exchange Online RBAC for Applications, by role name; independent of ``roles`` (Entra).
+    exchange: dict[str, ExchangeAssignment] = field(default_factory=dict)
+
+    def exchange_permissions(self, mailbox: Mailbox) -> set[str]:
+        """The Graph permissions Exchange RBAC grants this app over ``mailbox``."""
+        return {a.permission for a in self.exchange.values() if a.covers(mailbox)}
 
     def add_password(
         self,
@@ -418,6 +465,26 @@ class Tenant:
     def lookup(self, key: str) -> Mailbox | None:
         """A mailbox by id or address (case-insensitive)."""
         return self.mailboxes_by_id.get(key) or self.mailboxes.get(key.lower())
+
+    def may(self, app_id: str, roles: set[str], allowed: set[str], key: str | None) -> bool:
+        """Whether an app holds one of the ``allowed`` permissions for a request on mailbox
+        ``key``: from Entra ID (``roles``, tenant-wide) or from Exchange RBAC for Applications
+        (only for mailboxes in the role's scope). Grants of the two add up. A mailbox Exchange
+        cannot evaluate (unknown, not in Exchange Online) passes when the app holds a scoped
+        role, so that the route answers its own 404."""
+        if allowed & roles:
+            return True
+        with self.lock:
+            app = self.apps.get(app_id)
+            if app is None or key is None:
+                return False
+            scoped = {a.permission for a in app.exchange.values()}
+            if not allowed & scoped:
+                return False
+            mailbox = self.lookup(key)
+            if mailbox is None or mailbox.state == "not_enabled":
+                return True
+            return bool(allowed & app.exchange_permissions(mailbox))
 
     def mailbox_for_route(self, key: str) -> Mailbox:
         mailbox = self.lookup(key)

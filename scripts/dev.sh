@@ -52,6 +52,16 @@ setup() {
     "$VENV/infra/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
     echo "$infra_sha" > "$VENV/infra/.requirements.sha"
   fi
+  # The Bicep parser the tests read the templates with: a newer pycep-parser than checkov's pin,
+  # one that parses `extension` declarations, so it gets a venv of its own too.
+  local parse_sha
+  parse_sha="$(sha256sum requirements-infra-parse.txt | cut -d' ' -f1)"
+  if [ ! -x "$VENV/infra-parse/bin/python" ] || ! stamp_matches "$VENV/infra-parse/.requirements.sha" "$parse_sha"; then
+    log "installing the Bicep parser (requirements-infra-parse.txt) into $VENV/infra-parse"
+    [ -x "$VENV/infra-parse/bin/python" ] || "$PY" -m venv "$VENV/infra-parse"
+    "$VENV/infra-parse/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-infra-parse.txt
+    echo "$parse_sha" > "$VENV/infra-parse/.requirements.sha"
+  fi
 }
 
 lint() {

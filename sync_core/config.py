@@ -24,6 +24,11 @@ from sync_core import ncrontab
 
 CredentialMode = Literal["secret", "certificate", "managed_identity"]
 CREDENTIAL_MODES: tuple[CredentialMode, ...] = ("secret", "certificate", "managed_identity")
+# Where Calendars.ReadWrite comes from (app-registration.sh --mailbox-scope, docs/permissions.md):
+# rbac = Exchange RBAC for Applications, scoped (no Entra grant); policy = an Entra grant
+# restricted by an ApplicationAccessPolicy; tenant = an Entra grant over every mailbox.
+MailboxScope = Literal["rbac", "policy", "tenant"]
+MAILBOX_SCOPES: tuple[MailboxScope, ...] = ("rbac", "policy", "tenant")
 
 # Azurite's well-known development account (documented by Microsoft; not a secret).
 DEVSTORE_ACCOUNT = "devstoreaccount1"
@@ -73,6 +78,9 @@ class StorageSettings:
     """Where tables and queues live: a connection string, or endpoints reached with an identity."""
 
     connection_string: str | None = field(default=None, repr=False)
+    # Service endpoints, without trailing slash. With a connection string they are what it names
+    # (TableEndpoint/QueueEndpoint, else AccountName and EndpointSuffix); the clients read the
+    # connection string itself.
     table_endpoint: str | None = None
     queue_endpoint: str | None = None
     # Client id of a user-assigned managed identity; None means the default Azure credential.
@@ -107,6 +115,7 @@ class Settings:
     key_vault_certificate_name: str = "graph-client-certificate"
     rotation_enabled: bool = False
     secret_lifetime_days: int = 180
+    mailbox_scope: MailboxScope = "tenant"
 
     @property
     def authority(self) -> str:
@@ -282,38 +291,68 @@ def _schedule(value: str) -> str:
     return value
 
 
+# The storage endpoint suffix of Azure's public cloud; sovereign clouds have their own
+# (core.chinacloudapi.cn, core.usgovcloudapi.net), which a connection string names with
+# EndpointSuffix and an identity-based connection through its service URIs.
+PUBLIC_STORAGE_SUFFIX = "core.windows.net"
+
+
+def _endpoint(account: str, service: str, suffix: str, protocol: str = "https") -> str:
+    return f"{protocol}://{account}.{service}.{suffix}"
+
+
 def _storage(r: _Reader) -> StorageSettings:
     name = "AzureWebJobsStorage"
     value = r.raw(name)
     if value:
         if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
-            return StorageSettings(connection_string=DEVSTORE_CONNECTION_STRING)
+            value = DEVSTORE_CONNECTION_STRING
         pairs = dict(
             part.split("=", 1) for part in value.strip(";").split(";") if "=" in part and part
         )
         parts = [p for p in value.strip(";").split(";") if p]
         if len(pairs) != len(parts):
             raise ConfigError(name, "is not a connection string of key=value pairs")
-        keys = {k.strip().lower() for k in pairs}
-        if not ({"accountname", "tableendpoint"} & keys):
+        keys = {k.strip().lower(): v.strip() for k, v in pairs.items()}
+        if not ({"accountname", "tableendpoint"} & keys.keys()):
             raise ConfigError(name, "names no AccountName or TableEndpoint")
-        if not ({"accountkey", "sharedaccesssignature"} & keys):
+        if not ({"accountkey", "sharedaccesssignature"} & keys.keys()):
             raise ConfigError(name, "has no AccountKey or SharedAccessSignature")
-        return StorageSettings(connection_string=value)
-    # Identity-based connection, as the Functions host reads it (AzureWebJobsStorage__*).
+        # Never quote the value: it carries the key.
+        suffix = keys.get("endpointsuffix") or PUBLIC_STORAGE_SUFFIX
+        if not _DOMAIN.match(suffix):
+            raise ConfigError(name, "has an EndpointSuffix that is not a DNS suffix")
+        protocol = keys.get("defaultendpointsprotocol", "https").lower()
+        if protocol not in ("http", "https"):
+            raise ConfigError(name, "has a DefaultEndpointsProtocol other than http or https")
+        account = keys.get("accountname", "")
+        endpoints: dict[str, str | None] = {}
+        for service in ("table", "queue"):
+            given = keys.get(f"{service}endpoint")
+            built = _endpoint(account, service, suffix, protocol) if account else None
+            endpoints[service] = given.rstrip("/") if given else built
+        return StorageSettings(
+            connection_string=value,
+            table_endpoint=endpoints["table"],
+            queue_endpoint=endpoints["queue"],
+        )
+    # Identity-based connection, as the Functions host reads it (AzureWebJobsStorage__*): the
+    # service URIs when given (required outside the public cloud), else the account's endpoints
+    # in the public cloud.
     account = r.raw(f"{name}__accountName")
     table = r.raw(f"{name}__tableServiceUri")
     queue = r.raw(f"{name}__queueServiceUri")
     if account:
         if not re.fullmatch(r"[a-z0-9]{3,24}", account):
             raise ConfigError(f"{name}__accountName", "must be 3-24 lowercase letters and digits")
-        table = table or f"https://{account}.table.core.windows.net"
-        queue = queue or f"https://{account}.queue.core.windows.net"
+        table = table or _endpoint(account, "table", PUBLIC_STORAGE_SUFFIX)
+        queue = queue or _endpoint(account, "queue", PUBLIC_STORAGE_SUFFIX)
     if not (table and queue):
         raise ConfigError(
             name,
             "is missing (a connection string, UseDevelopmentStorage=true locally, or "
-            f"{name}__accountName for an identity-based connection)",
+            f"{name}__accountName or {name}__tableServiceUri and {name}__queueServiceUri "
+            "for an identity-based connection)",
         )
     https = _url(https_only=True)
     return StorageSettings(
@@ -361,6 +400,9 @@ def load_settings(
         )
     elif mi_client_id:  # also the identity that reads Key Vault
         mi_client_id = r.check("MANAGED_IDENTITY_CLIENT_ID", mi_client_id, _guid)
+    mailbox_scope = r.optional("MAILBOX_SCOPE", "tenant").lower()
+    if mailbox_scope not in MAILBOX_SCOPES:
+        raise ConfigError("MAILBOX_SCOPE", f"must be one of {', '.join(MAILBOX_SCOPES)}")
     rotation_enabled = r.check("ROTATION_ENABLED", r.optional("ROTATION_ENABLED", "false"), _bool)
     if rotation_enabled and mode != "secret":
         raise ConfigError(
@@ -440,6 +482,7 @@ def load_settings(
         secret_lifetime_days=r.check(
             "SECRET_LIFETIME_DAYS", r.optional("SECRET_LIFETIME_DAYS", "180"), _int_between(31, 730)
         ),
+        mailbox_scope=mailbox_scope,  # checked against MAILBOX_SCOPES
     )
 
 

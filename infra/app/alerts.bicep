@@ -8,9 +8,12 @@
 //                        sync or platform delivery gave up after its last retry
 //   mapping-errors       a mapping recorded an error (`mapping.error` warning: mailbox unknown,
 //                        outside the app's mailbox scope, consent missing, ...)
+//   not-answering        the app stopped answering: the availability test's GET /api/health
+//                        failed from at least two of its test locations
 //
-// All three query the Log Analytics workspace: Application Insights traces land there as
-// AppTraces (workspace-based component), queue writes as StorageQueueLogs (storage.bicep).
+// The first three query the Log Analytics workspace: Application Insights traces land there as
+// AppTraces (workspace-based component), queue writes as StorageQueueLogs (storage.bicep). The
+// fourth is a metric alert on an Application Insights standard availability test.
 
 param namePrefix string
 param location string
@@ -23,6 +26,9 @@ param appInsightsResourceId string
 
 @description('Storage account whose -poison queues count as parked work.')
 param storageAccountName string
+
+@description('Public https origin of the function app; the availability test calls <origin>/api/health.')
+param publicBaseUrl string
 
 @description('E-mail address that receives the alerts. Empty: the rules still fire and show in the portal (Monitor → Alerts), but notify nobody.')
 param alertEmail string
@@ -152,3 +158,77 @@ module rule 'br/public:avm/res/insights/scheduled-query-rule:0.6.0' = [
 ]
 
 output ruleNames array = [for r in rules: '${namePrefix}-${r.name}']
+
+// ---- the app stopped answering: availability test + metric alert ----------------------------
+
+// Azure's own test agents call the anonymous health route every 5 minutes from three regions. A
+// location fails when the answer is not 200 within 30 s (one retry); the alert fires when two
+// locations fail at once, so one agent's network trouble does not page anyone. Standard tests
+// are billed per run (Azure Monitor pricing).
+var healthTestName = '${namePrefix}-health'
+var healthTestLocations = [
+  'emea-nl-ams-azr' // West Europe
+  'emea-gb-db3-azr' // North Europe
+  'us-va-ash-azr' // East US
+]
+
+resource healthTest 'Microsoft.Insights/webtests@2022-06-15' = {
+  name: healthTestName
+  location: location
+  // Links the test to its Application Insights component (results land there).
+  tags: union(tags, { 'hidden-link:${appInsightsResourceId}': 'Resource' })
+  kind: 'standard'
+  properties: {
+    SyntheticMonitorId: healthTestName
+    Name: 'calendar-sync: GET /api/health'
+    Description: 'The function app answers its health route with 200.'
+    Enabled: true
+    Kind: 'standard'
+    Frequency: 300
+    Timeout: 30
+    RetryEnabled: true
+    Locations: [for id in healthTestLocations: { Id: id }]
+    Request: {
+      RequestUrl: '${publicBaseUrl}/api/health'
+      HttpVerb: 'GET'
+      FollowRedirects: false
+      ParseDependentRequests: false
+    }
+    ValidationRules: {
+      ExpectedHttpStatusCode: 200
+      SSLCheck: true
+      SSLCertRemainingLifetimeCheck: 7
+    }
+  }
+}
+
+resource notAnswering 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}-not-answering'
+  location: 'global'
+  tags: union(tags, { 'hidden-link:${appInsightsResourceId}': 'Resource', 'hidden-link:${healthTest.id}': 'Resource' })
+  properties: {
+    description: 'The function app stopped answering GET /api/health (availability test ${healthTestName} failed from at least two locations). Graph notifications and booking events are not being received. Check the app in the portal (Diagnose and solve problems) and docs/deploy.md, "Alerts".'
+    severity: 1
+    enabled: true
+    scopes: [
+      healthTest.id
+      appInsightsResourceId
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria'
+      webTestId: healthTest.id
+      componentId: appInsightsResourceId
+      failedLocationCount: 2
+    }
+    actions: [for id in actionGroupIds: { actionGroupId: id }]
+  }
+  dependsOn: [
+    actionGroup
+  ]
+}
+
+output availabilityTestName string = healthTest.name
+output notAnsweringAlertName string = notAnswering.name

@@ -60,6 +60,11 @@ var hostSettings = {
   AzureWebJobsStorage__accountName: storageAccountName
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
+  // The account name alone means the public cloud's endpoints, to the host and to the app; the
+  // service URIs follow the cloud this is deployed to (e.g. core.chinacloudapi.cn).
+  AzureWebJobsStorage__blobServiceUri: 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
+  AzureWebJobsStorage__queueServiceUri: 'https://${storageAccountName}.queue.${environment().suffixes.storage}'
+  AzureWebJobsStorage__tableServiceUri: 'https://${storageAccountName}.table.${environment().suffixes.storage}'
   // The connection string only names the ingestion endpoint; with local auth off, ingestion
   // needs the identity below.
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
@@ -147,5 +152,16 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
   }
 }
 
+// The access keys (infra/app/function-keys.bicep sets them once the code is deployed): the
+// platform's key opens the booking route only, the admin's host key every keyed route.
+var accessKeys = {
+  bookingFunction: 'booking_events' // function_app.py: POST api/bookings/events
+  bookingKey: 'platform'
+  adminKey: 'admin'
+}
+
 output name string = site.outputs.name
 output resourceId string = site.outputs.resourceId
+output bookingFunctionName string = accessKeys.bookingFunction
+output bookingKeyName string = accessKeys.bookingKey
+output adminKeyName string = accessKeys.adminKey

@@ -197,6 +197,7 @@ module alerts 'alerts.bicep' = {
     workspaceResourceId: monitoring.outputs.workspaceResourceId
     appInsightsResourceId: monitoring.outputs.appInsightsResourceId
     storageAccountName: storage.outputs.name
+    publicBaseUrl: productSettings.PUBLIC_BASE_URL
     alertEmail: alertEmail
     enableTelemetry: enableTelemetry
   }
@@ -214,3 +215,7 @@ output identityPrincipalId string = identity.outputs.principalId
 output identityResourceId string = identity.outputs.resourceId
 output appInsightsName string = monitoring.outputs.appInsightsName
 output alertRuleNames array = alerts.outputs.ruleNames
+output availabilityTestName string = alerts.outputs.availabilityTestName
+output bookingFunctionName string = functionApp.outputs.bookingFunctionName
+output bookingKeyName string = functionApp.outputs.bookingKeyName
+output adminKeyName string = functionApp.outputs.adminKeyName

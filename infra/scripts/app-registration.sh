@@ -35,6 +35,13 @@ usage() {
   cat <<'USAGE'
 usage: infra/scripts/app-registration.sh [options]
 
+`azd up` creates the app registration itself, one per azd environment, with these permissions
+and admin consent (infra/app/entra.bicep, Microsoft Graph Bicep extension). Use this script
+instead where that cannot run: in sovereign clouds (the extension deploys in the Azure public
+cloud only), or when whoever runs `azd up` cannot grant admin consent (this script prints the
+consent URL for an admin). Then `azd env set GRAPH_CLIENT_ID <CLIENT_ID>` before `azd up`, and
+the deployment uses this registration and creates none.
+
   --name NAME               display name of the app registration (default: calendar-sync)
   --tenant-id ID            directory to create it in (default: the Azure CLI's signed-in tenant)
   --mailbox-scope MODE      rbac (default): Calendars.ReadWrite comes from Exchange RBAC for

@@ -28,6 +28,11 @@ usage() {
   cat <<'USAGE'
 usage: infra/scripts/credential.sh --mode managed-identity|certificate|secret [options]
 
+For a registration that `azd up` created (infra/app/entra-credential.bicep), the managed
+identity already is its federated credential: --mode managed-identity is needed only for a
+registration made by app-registration.sh (GRAPH_CLIENT_ID set: sovereign clouds, or admins who
+cannot grant consent during `azd up`). certificate and secret work with either.
+
   --client-id ID              the app registration (default: $GRAPH_CLIENT_ID)
   --tenant-id ID              its directory (default: $AZURE_TENANT_ID, else the signed-in tenant)
   --identity-principal-id ID  managed-identity: object id of the function app's user-assigned

@@ -16,6 +16,11 @@
 # the PowerShell, prints it, and runs it with pwsh; --dry-run prints it only. Every step looks
 # before it creates or changes, so running it again converges instead of duplicating.
 # Exchange caches these grants: a change can take 30 minutes to 2 hours to apply everywhere.
+#
+# azd runs it after every provisioning (azure.yaml, postprovision hook) with --if-group-set: it
+# scopes the app to the group named by MAILBOX_GROUP in the azd environment, and when that is
+# not set it says so in one line and changes nothing. infra/scripts/mailbox-scope.ps1 does the
+# same in PowerShell (the hook on Windows).
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,13 +32,15 @@ usage: infra/scripts/mailbox-scope.sh --client-id ID --group ADDRESS [options]
 
   --client-id ID           the app registration (default: $GRAPH_CLIENT_ID)
   --group ADDRESS          mail-enabled security group whose direct members the app may reach
-                           (nested groups are not expanded)
-  --method rbac|policy     see above (default rbac)
+                           (nested groups are not expanded; default: $MAILBOX_GROUP)
+  --if-group-set           no group given: skip with one line instead of failing (the azd hook)
+  --method rbac|policy     see above (default: $MAILBOX_SCOPE, the deployment's mailboxScope, else rbac)
   --name NAME              name of the management scope / role assignment (default calendar-sync)
   --sp-object-id ID        object id of the app's service principal (default: looked up with az)
   --test MAILBOX           after the set-up (or alone): check the app may reach MAILBOX
   --expect-denied MAILBOX  check the app may NOT reach MAILBOX (one outside the group)
-  --admin UPN              Exchange admin to sign in as (Connect-ExchangeOnline -UserPrincipalName)
+  --admin UPN              Exchange admin to sign in as (Connect-ExchangeOnline -UserPrincipalName;
+                           default: $MAILBOX_SCOPE_ADMIN)
   --dry-run                print the PowerShell (and az calls) instead of running them
   -h, --help               this text
 
@@ -43,11 +50,12 @@ USAGE
 }
 
 CLIENT_ID="${GRAPH_CLIENT_ID:-}"
-GROUP=''
-METHOD=rbac
+GROUP="${MAILBOX_GROUP:-}"
+METHOD="${MAILBOX_SCOPE:-rbac}"
 NAME=calendar-sync
 SP_OBJECT_ID=''
-ADMIN=''
+ADMIN="${MAILBOX_SCOPE_ADMIN:-}"
+IF_GROUP_SET=0
 TESTS=()
 DENIED=()
 while [ $# -gt 0 ]; do
@@ -60,11 +68,20 @@ while [ $# -gt 0 ]; do
     --test) TESTS+=("${2:?--test needs a mailbox}"); shift 2 ;;
     --expect-denied) DENIED+=("${2:?--expect-denied needs a mailbox}"); shift 2 ;;
     --admin) ADMIN="${2:?--admin needs a value}"; shift 2 ;;
+    --if-group-set) IF_GROUP_SET=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
 done
+if [ "$IF_GROUP_SET" = 1 ] && [ "$METHOD" = tenant ]; then
+  log "mailbox scope: skipped, MAILBOX_SCOPE is tenant (the app may reach every mailbox by design)"
+  exit 0
+fi
+if [ "$IF_GROUP_SET" = 1 ] && [ -z "$GROUP" ]; then
+  log "mailbox scope: skipped, MAILBOX_GROUP is not set (to scope the app to a group: azd env set MAILBOX_GROUP <group address>, then azd provision)"
+  exit 0
+fi
 [ -n "$CLIENT_ID" ] || die "--client-id is required"
 case "$METHOD" in rbac | policy) ;; *) die "--method must be rbac or policy" ;; esac
 if [ -z "$GROUP" ] && [ ${#TESTS[@]} -eq 0 ] && [ ${#DENIED[@]} -eq 0 ]; then

@@ -3,7 +3,7 @@
 # BOOKING_WEBHOOK_SECRET and PLATFORM_WEBHOOK_SECRET reference them:
 #
 #   booking-webhook-secret   the booking platform signs booking events with it; give it to the
-#                            platform (read it with the command printed at the end)
+#                            platform (infra/scripts/handover.sh prints it)
 #   platform-webhook-secret  this service signs the events it posts to the platform with it
 #
 # A secret that exists is kept (the platform already has it). A missing one is taken from the
@@ -77,9 +77,8 @@ store_secret platform-webhook-secret PLATFORM_WEBHOOK_SECRET
 
 cat <<DONE
 
-Give the booking platform its two values over a secure channel:
-  az keyvault secret show --vault-name $VAULT --name booking-webhook-secret --query value -o tsv
-  az keyvault secret show --vault-name $VAULT --name platform-webhook-secret --query value -o tsv
+The booking platform gets both values, with its URL and key, from infra/scripts/handover.sh
+(the last step of azd up), to send over a secure channel.
 After a rotation the app picks up the new value within 24 hours, or at once on restart:
   az functionapp restart -g <resource group> -n <function app>
 DONE

@@ -7,7 +7,7 @@ from typing import Any
 
 from sandbox import calendar, delta, timeutil
 from sandbox.calendar import Mailbox, StoredEvent
-from sandbox.graph.core import Ctx, GraphApi
+from sandbox.graph.core import PERMISSIONS, Ctx, GraphApi
 from sandbox.messages import GraphError, Response, link
 from sandbox.render import ViewOptions, date_time_zone, removed, render_event
 
@@ -287,8 +287,11 @@ def register(api: GraphApi) -> None:
         result = []
         with tenant.lock:
             ctx.mailbox()
+            readable = PERMISSIONS["calendar.read"][0]
             for address in schedules:
-                result.append(_schedule(tenant, str(address), start, end, interval, zone))
+                # Each schedule needs a grant over its own mailbox (Exchange RBAC scope).
+                granted = tenant.may(ctx.app_id, ctx.roles, readable, str(address))
+                result.append(_schedule(tenant, str(address), start, end, interval, zone, granted))
         return Response.json(
             200,
             {
@@ -301,13 +304,19 @@ def register(api: GraphApi) -> None:
 
 
 def _schedule(
-    tenant: Any, address: str, start: datetime, end: datetime, interval: int, zone: str
+    tenant: Any,
+    address: str,
+    start: datetime,
+    end: datetime,
+    interval: int,
+    zone: str,
+    granted: bool = True,
 ) -> dict[str, Any]:
     mailbox = tenant.lookup(address)
-    if mailbox is None or mailbox.state != "ok":
+    if mailbox is None or mailbox.state != "ok" or not granted:
         code = (
             "ErrorAccessDenied"
-            if mailbox is not None and mailbox.state == "access_denied"
+            if mailbox is not None and (mailbox.state == "access_denied" or not granted)
             else ("ErrorMailRecipientNotFound")
         )
         message = (

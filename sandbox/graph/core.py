@@ -213,7 +213,7 @@ class GraphApi:
                 claims = self.authenticate(request)
                 app_id = str(claims.get("appid"))
             route, params = self.match(request)
-            self.authorize(route, claims)
+            self.authorize(route, claims, params.get("user"))
             ctx = Ctx(request=request, params=params, claims=claims, api=self)
             key = params.get("user")
             names: set[str] = set()
@@ -319,9 +319,12 @@ class GraphApi:
         segment = tail.strip("/").split("/")[-1] if tail.strip("/") else ""
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
 
-    def authorize(self, route: Route, claims: dict[str, Any]) -> None:
+    def authorize(self, route: Route, claims: dict[str, Any], user: str | None = None) -> None:
+        """The token's roles (Entra ID, tenant-wide) or, for a mailbox route, an Exchange RBAC
+        role whose scope holds the mailbox; 403 otherwise."""
         if route.permission is None:
             return
         allowed, code, message = PERMISSIONS[route.permission]
-        if not allowed & set(claims.get("roles") or []):
+        roles = set(claims.get("roles") or [])
+        if not self.tenant.may(str(claims.get("appid", "")), roles, allowed, user):
             raise GraphError(403, code, message)

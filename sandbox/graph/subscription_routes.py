@@ -93,6 +93,13 @@ class Subscriptions:
 
     # -- validation ------------------------------------------------------------------------
 
+    def authorize(self, ctx: Ctx, mailbox: str) -> None:
+        """The caller may read ``mailbox``'s calendar: Calendars.Read(Write) from Entra ID, or an
+        Exchange RBAC role whose scope holds it. Checked on create, renew and reauthorize."""
+        allowed, code, message = PERMISSIONS["calendar.read"]
+        if not self.tenant.may(ctx.app_id, ctx.roles, allowed, mailbox):
+            raise GraphError(403, code, message)
+
     def parse_expiration(self, value: Any) -> datetime:
         try:
             expiration = timeutil.parse_instant(str(value or ""))
@@ -183,9 +190,7 @@ def register(api: GraphApi, service: Subscriptions) -> None:
                 "InvalidRequest",
                 f"The resource '{resource}' is not supported by the sandbox (users/{{id}}/events).",
             )
-        allowed, code, message = PERMISSIONS["calendar.read"]
-        if not allowed & ctx.roles:
-            raise GraphError(403, code, message)
+        service.authorize(ctx, match.group(1))
         expiration = service.parse_expiration(data["expirationDateTime"])
         with tenant.lock:
             mailbox = tenant.mailbox_for_route(match.group(1))
@@ -263,6 +268,7 @@ def register(api: GraphApi, service: Subscriptions) -> None:
             if name not in ("expirationDateTime", "notificationUrl", "@odata.type"):
                 raise GraphError(400, "InvalidRequest", f"The property '{name}' cannot be updated.")
         sub = tenant.live_subscription(ctx.params["id"], ctx.app_id)
+        service.authorize(ctx, sub.mailbox_id)
         expiration = (
             service.parse_expiration(data["expirationDateTime"])
             if "expirationDateTime" in data
@@ -287,6 +293,7 @@ def register(api: GraphApi, service: Subscriptions) -> None:
     @api.route("POST", r"/subscriptions/(?P<id>[^/]+)/reauthorize")
     def reauthorize(ctx: Ctx) -> Response:
         sub = tenant.live_subscription(ctx.params["id"], ctx.app_id)
+        service.authorize(ctx, sub.mailbox_id)
         with tenant.lock:
             sub.paused = False
         return Response.empty(204)

@@ -1,8 +1,10 @@
-"""``python -m sync_core``: the admin operations from a terminal, without going through HTTP.
+"""``python -m sync_core``: the admin operations from a terminal.
 
-The same functions as the HTTP API (``sync_core.admin``) run in this process with the
-app's settings (environment, then ``local.settings.json``). Tables for people, ``--json`` for
-scripts, progress on stderr for long operations, and the exit code says how it went:
+Locally, the same functions as the HTTP API (``sync_core.admin``) run in this process with the
+app's settings (environment, then ``local.settings.json``). With ``--url`` the same commands go
+to a deployed app's admin API (``sync_core.admin.remote``) with its admin key (``--key``) and/or
+an Entra token (``--entra``), and print the same. Tables for people, ``--json`` for scripts,
+progress on stderr for long local operations, and the exit code says how it went:
 
 - 0: done, everything fine;
 - 1: the operation failed, or what it reports needs attention (a mapping in error, a failed
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from sync_core.admin import doctor, rooms
 from sync_core.admin import mappings as admin
@@ -25,6 +28,7 @@ from sync_core.admin import status as status_
 from sync_core.admin.problems import GraphProblem
 from sync_core.admin.progress import Progress
 from sync_core.admin.purge import remove_mapping
+from sync_core.admin.remote import Remote, RemoteProblem, entra_token
 from sync_core.admin.resync import resync
 from sync_core.clock import ago
 from sync_core.config import ConfigError, load_settings
@@ -33,6 +37,7 @@ from sync_core.problems import Problem
 from sync_core.services import Services
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+KEY_VARIABLE = "SYNC_ADMIN_KEY"
 
 
 class Output:
@@ -80,35 +85,130 @@ def _error_lines(error: dict[str, Any] | None, indent: str = "  ") -> list[str]:
     ]
 
 
+# -- where the operations run -------------------------------------------------------------------
+
+
+class Admin(Protocol):
+    """The admin operations as JSON documents: :class:`Local` runs them here, ``Remote`` asks a
+    deployed app's admin API. Both raise a :class:`Problem` when an operation is refused."""
+
+    def rooms(self, resource_ids: list[str]) -> dict[str, Any]: ...
+
+    def get_mapping(self, resource_id: str) -> dict[str, Any] | None: ...
+
+    def save_mapping(
+        self,
+        resource_id: str,
+        body: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]: ...
+
+    def remove_mapping(
+        self, resource_id: str, *, purge: bool = False, progress: Progress | None = None
+    ) -> dict[str, Any] | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def history(
+        self, *, resource_id: str | None, limit: int, continuation: str | None
+    ) -> dict[str, Any]: ...
+
+    def doctor(self) -> dict[str, Any]: ...
+
+    def resync(self, resource_id: str, *, progress: Progress | None = None) -> dict[str, Any]: ...
+
+
+class Local:
+    """The operations in this process, on the app's own storage and Graph."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def rooms(self, resource_ids: list[str]) -> dict[str, Any]:
+        return rooms.list_rooms(self.svc, resource_ids).to_json()
+
+    def get_mapping(self, resource_id: str) -> dict[str, Any] | None:
+        current = self.svc.mappings.get(resource_id)
+        return dict(current.to_json()) if current else None
+
+    def save_mapping(
+        self,
+        resource_id: str,
+        body: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        result = admin.save_mapping(
+            self.svc, resource_id, body, if_match=if_match, progress=progress
+        )
+        return {
+            **result.mapping.to_json(),
+            "created": result.created,
+            "warnings": result.warnings,
+            "bookings_queued": result.bookings_queued,
+        }
+
+    def remove_mapping(
+        self, resource_id: str, *, purge: bool = False, progress: Progress | None = None
+    ) -> dict[str, Any] | None:
+        counts = remove_mapping(self.svc, resource_id, purge=purge, progress=progress)
+        return counts.to_json() if counts else None
+
+    def status(self) -> dict[str, Any]:
+        return status_.build_status(self.svc)
+
+    def history(
+        self, *, resource_id: str | None, limit: int, continuation: str | None
+    ) -> dict[str, Any]:
+        entries, token = status_.history_page(
+            self.svc, resource_id=resource_id, limit=limit, continuation=continuation
+        )
+        return {"value": [e.to_json() for e in entries], "continuation": token}
+
+    def doctor(self) -> dict[str, Any]:
+        return doctor.run_doctor(self.svc)
+
+    def resync(self, resource_id: str, *, progress: Progress | None = None) -> dict[str, Any]:
+        return resync(self.svc, resource_id, progress=progress).to_json()
+
+
 # -- commands ----------------------------------------------------------------------------------
 
 
-def cmd_rooms(svc: Services, args: argparse.Namespace, out: Output) -> int:
+def cmd_rooms(ops: Admin, args: argparse.Namespace, out: Output) -> int:
     wanted = [r.strip() for r in (args.resource_ids or "").split(",") if r.strip()]
-    report = rooms.list_rooms(svc, wanted)
+    report = ops.rooms(wanted)
     if out.as_json:
-        out.data(report.to_json())
+        out.data(report)
         return EXIT_OK
     rows = [
         (
-            r.address,
-            r.display_name,
-            r.capacity if r.capacity is not None else "",
-            ", ".join(r.room_lists),
-            r.mapped_to or "-",
+            r["address"],
+            r["display_name"],
+            r["capacity"] if r.get("capacity") is not None else "",
+            ", ".join(r.get("room_lists") or []),
+            r.get("mapped_to") or "-",
         )
-        for r in report.rooms
+        for r in report["rooms"]
     ]
     out.line(table(rows, ("ADDRESS", "NAME", "CAPACITY", "ROOM LISTS", "MAPPED TO")))
-    out.line(f"{len(report.rooms)} room(s) in {len(report.room_lists)} room list(s)")
-    if report.suggestions:
+    out.line(f"{len(report['rooms'])} room(s) in {len(report['room_lists'])} room list(s)")
+    if report["suggestions"]:
         out.line()
         out.line("Suggested mappings:")
         out.line(
             table(
                 [
-                    (s.resource_id, s.mailbox or "(no match)", s.match, s.mapped_mailbox or "-")
-                    for s in report.suggestions
+                    (
+                        s["resource_id"],
+                        s.get("mailbox") or "(no match)",
+                        s["match"],
+                        s.get("mapped_mailbox") or "-",
+                    )
+                    for s in report["suggestions"]
                 ],
                 ("RESOURCE", "MAILBOX", "MATCH", "MAPPED NOW"),
             )
@@ -116,66 +216,61 @@ def cmd_rooms(svc: Services, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def cmd_map(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    current = svc.mappings.get(args.resource_id)
-    mailbox = args.mailbox or (current.mailbox if current else None)
+def cmd_map(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    current = ops.get_mapping(args.resource_id)
+    mailbox = args.mailbox or (current["mailbox"] if current else None)
     if mailbox is None:
         out.err.write(f"error: {args.resource_id} is not mapped yet: give its MAILBOX\n")
         return EXIT_USAGE
     body = {
         "mailbox": mailbox,
-        "privacy": args.privacy or (current.privacy if current else "busy_only"),
+        "privacy": args.privacy or (current["privacy"] if current else "busy_only"),
         "enabled": args.enabled
         if args.enabled is not None
-        else (current.enabled if current else True),
+        else (current["enabled"] if current else True),
     }
-    result = admin.save_mapping(
-        svc,
+    result = ops.save_mapping(
         args.resource_id,
         body,
-        if_match=current.etag if current else None,
+        if_match=(current.get("etag") or None) if current else None,
         progress=out.progress(),
     )
     if out.as_json:
-        out.data(
-            {
-                **result.mapping.to_json(),
-                "created": result.created,
-                "warnings": result.warnings,
-                "bookings_queued": result.bookings_queued,
-            }
-        )
-        return EXIT_FAILED if result.warnings else EXIT_OK
-    m = result.mapping
-    verb = "created" if result.created else "updated"
-    state = "enabled" if m.enabled else "deactivated (sync stopped, entries kept)"
-    out.line(f"{m.resource_id} → {m.mailbox}: {verb}; privacy {m.privacy}; {state}")
-    if result.bookings_queued:
-        out.line(f"{result.bookings_queued} booking(s) queued to be re-applied")
-    for warning in result.warnings:
+        out.data(result)
+        return EXIT_FAILED if result["warnings"] else EXIT_OK
+    verb = "created" if result["created"] else "updated"
+    state = "enabled" if result["enabled"] else "deactivated (sync stopped, entries kept)"
+    out.line(
+        f"{result['resource_id']} → {result['mailbox']}: {verb}; privacy {result['privacy']}; "
+        f"{state}"
+    )
+    if result["bookings_queued"]:
+        out.line(f"{result['bookings_queued']} booking(s) queued to be re-applied")
+    for warning in result["warnings"]:
         out.line("warning: the mapping is saved, but sync could not start:")
         for text in _error_lines(warning):
             out.line(text)
-    return EXIT_FAILED if result.warnings else EXIT_OK
+    return EXIT_FAILED if result["warnings"] else EXIT_OK
 
 
-def cmd_unmap(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    counts = remove_mapping(svc, args.resource_id, purge=args.purge, progress=out.progress())
+def cmd_unmap(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    counts = ops.remove_mapping(args.resource_id, purge=args.purge, progress=out.progress())
     if out.as_json:
-        out.data({"resource_id": args.resource_id, **(counts.to_json() if counts else {})})
+        out.data({"resource_id": args.resource_id, **(counts or {})})
         return EXIT_OK
     if counts is None:
         out.line(f"{args.resource_id}: unmapped; its events and blockers are kept")
     else:
         out.line(
-            f"{args.resource_id}: unmapped and purged: {counts.deleted_events} event(s) deleted "
-            f"({counts.already_gone} already gone), {counts.deleted_blockers} blocker(s) withdrawn"
+            f"{args.resource_id}: unmapped and purged: {counts['deleted_events']} event(s) "
+            f"deleted ({counts['already_gone']} already gone), {counts['deleted_blockers']} "
+            "blocker(s) withdrawn"
         )
     return EXIT_OK
 
 
-def cmd_status(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    document = status_.build_status(svc)
+def cmd_status(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    document = ops.status()
     code = EXIT_FAILED if document["state"] == "error" else EXIT_OK
     if out.as_json:
         out.data(document)
@@ -220,23 +315,22 @@ def cmd_status(svc: Services, args: argparse.Namespace, out: Output) -> int:
     return code
 
 
-def cmd_history(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    entries, continuation = status_.history_page(
-        svc, resource_id=args.resource, limit=args.limit, continuation=args.continuation
-    )
+def cmd_history(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    page = ops.history(resource_id=args.resource, limit=args.limit, continuation=args.continuation)
     if out.as_json:
-        out.data({"value": [e.to_json() for e in entries], "continuation": continuation})
+        out.data(page)
         return EXIT_OK
+    entries, continuation = page["value"], page.get("continuation")
     now = datetime.now(UTC)
     headers = ("WHEN", "RESOURCE", "ACTION", "SUBJECT", "OUTCOME", "DETAIL")
     rows = [
         (
-            ago(e.to_json()["at"], now),
-            e.resource_id or "-",
-            e.action,
-            e.subject,
-            e.outcome,
-            e.detail,
+            ago(e["at"], now),
+            e.get("resource_id") or "-",
+            e["action"],
+            e["subject"],
+            e["outcome"],
+            e["detail"],
         )
         for e in entries
     ]
@@ -244,7 +338,7 @@ def cmd_history(svc: Services, args: argparse.Namespace, out: Output) -> int:
     out.line(lines[0])
     for entry, text in zip(entries, lines[1:], strict=True):
         out.line(text)
-        for extra in _error_lines(entry.error, "    "):
+        for extra in _error_lines(entry.get("error"), "    "):
             out.line(extra)
     if not entries:
         out.line("(nothing recorded)")
@@ -253,8 +347,8 @@ def cmd_history(svc: Services, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def cmd_doctor(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    report = doctor.run_doctor(svc)
+def cmd_doctor(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    report = ops.doctor()
     code = EXIT_FAILED if report["result"] == "fail" else EXIT_OK
     if out.as_json:
         out.data(report)
@@ -272,30 +366,61 @@ def cmd_doctor(svc: Services, args: argparse.Namespace, out: Output) -> int:
     return code
 
 
-def cmd_resync(svc: Services, args: argparse.Namespace, out: Output) -> int:
-    report = resync(svc, args.resource_id, progress=out.progress())
+def cmd_resync(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    report = ops.resync(args.resource_id, progress=out.progress())
     if out.as_json:
-        out.data(report.to_json())
+        out.data(report)
         return EXIT_OK
     out.line(
-        f"{report.resource_id} ({report.mailbox}): subscription {report.subscription}; "
-        f"a full read of the calendar is queued; {report.bookings_queued} booking(s) queued to "
-        "be re-applied"
+        f"{report['resource_id']} ({report['mailbox']}): subscription {report['subscription']}; "
+        f"a full read of the calendar is queued; {report['bookings_queued']} booking(s) queued "
+        "to be re-applied"
     )
     return EXIT_OK
 
 
-Command = Callable[[Services, argparse.Namespace, Output], int]
+Command = Callable[[Admin, argparse.Namespace, Output], int]
+
+
+def _target_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--url, --key, --entra, --entra-scope: before the command, or after it (``default`` is
+    SUPPRESS there, so that an option given before is not reset)."""
+    target = parser.add_argument_group("a deployed app (instead of the local settings)")
+    target.add_argument(
+        "--url", default=default, help="the function app's address: https://<app>.azurewebsites.net"
+    )
+    target.add_argument(
+        "--key",
+        default=default,
+        help=f"the app's admin key (a host key); default: ${KEY_VARIABLE}",
+    )
+    target.add_argument(
+        "--entra",
+        action="store_true",
+        default=default,
+        help="also send an Entra access token (DefaultAzureCredential: az login, ...)",
+    )
+    target.add_argument(
+        "--entra-scope",
+        default=default,
+        metavar="SCOPE",
+        help="the token's scope: the Application ID URI the app's sign-in accepts "
+        "(api://<client-id>); default: $SYNC_ADMIN_SCOPE",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    _target_options(common, argparse.SUPPRESS)
     root = argparse.ArgumentParser(
         prog="python -m sync_core",
         description="Admin the calendar sync: rooms, mappings, status, history, doctor.",
-        epilog="Settings come from the environment, then local.settings.json (as the app's).",
+        epilog="Settings come from the environment, then local.settings.json (as the app's). "
+        "With --url, the commands go to that app's admin API instead.",
     )
+    _target_options(root, None)
+    root.set_defaults(entra=False)
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rooms = sub.add_parser("rooms", parents=[common], help="list Microsoft 365 rooms")
@@ -351,20 +476,49 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _problem(problem: Problem, out: Output) -> int:
+    """A refusal, from its problem document (the same one the API answers): the document
+    itself with --json; else its detail, field errors, code and hint on stderr."""
+    document = problem.to_json()
+    exit_code = problem.exit_code if isinstance(problem, RemoteProblem) else EXIT_FAILED
     if out.as_json:
-        out.data(problem.to_json())
-        return EXIT_FAILED
-    print(f"error: {problem.detail}", file=out.err)
-    for field_error in problem.errors:
-        if field_error.message != problem.detail:
-            print(f"  {field_error.field}: {field_error.message}", file=out.err)
-    hint = getattr(problem, "hint", "")
-    code = getattr(problem, "code", "")
-    if code:
-        print(f"code: {code}", file=out.err)
-    if hint:
-        print(f"hint: {hint}", file=out.err)
-    return EXIT_FAILED
+        out.data(document)
+        return exit_code
+    detail = document.get("detail") or document.get("title") or "the operation failed"
+    print(f"error: {detail}", file=out.err)
+    for field_error in document.get("errors") or []:
+        if field_error.get("message") != detail:
+            print(f"  {field_error.get('field')}: {field_error.get('message')}", file=out.err)
+    if document.get("code"):
+        print(f"code: {document['code']}", file=out.err)
+    if document.get("hint"):
+        print(f"hint: {document['hint']}", file=out.err)
+    return exit_code
+
+
+class UsageError(Exception):
+    """The command line is wrong: one line says how (exit 2)."""
+
+
+def _admin(args: argparse.Namespace, services: Callable[[], Services] | None) -> Admin:
+    """The one place that picks where the operations run: the app at --url, or here."""
+    if not args.url:
+        if args.key or args.entra or args.entra_scope:
+            raise UsageError("--key, --entra and --entra-scope go with --url")
+        return Local(services() if services else Services(load_settings()))
+    key = args.key or os.environ.get(KEY_VARIABLE, "").strip() or None
+    token = None
+    if args.entra:
+        scope = args.entra_scope or os.environ.get("SYNC_ADMIN_SCOPE", "").strip()
+        if not scope:
+            raise UsageError(
+                "--entra needs --entra-scope (or SYNC_ADMIN_SCOPE): the Application ID URI the "
+                "app's sign-in accepts, like api://<client-id>"
+            )
+        token = entra_token(scope if scope.endswith("/.default") else f"{scope}/.default")
+    try:
+        return Remote(args.url, key=key, token=token)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main(
@@ -382,9 +536,8 @@ def main(
     output = Output(args.json, stdout, stderr)
     run: Command = args.run
     try:
-        svc = services() if services else Services(load_settings())
-        return run(svc, args, output)
-    except ConfigError as exc:
+        return run(_admin(args, services), args, output)
+    except (ConfigError, UsageError) as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_USAGE
     except Problem as problem:

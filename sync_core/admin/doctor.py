@@ -1,10 +1,17 @@
 """The doctor (SPEC §6): one check per thing the service needs (token, permissions, mailboxes,
 subscriptions, the notification URL's echo, storage, Key Vault, the credential), each with a
-readable fix."""
+readable fix.
+
+Where ``Calendars.ReadWrite`` comes from is the setting ``MAILBOX_SCOPE`` (docs/permissions.md):
+with ``rbac`` Exchange grants it per mailbox of its management scope and the token carries no
+calendar role, so calendar access is proven by reading each mapped calendar, and a denied
+mailbox is one to add to the scoped group, never a reason to grant the permission tenant-wide.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,6 +22,7 @@ from sync_core.admin.status import credential_tone
 from sync_core.clock import iso, now
 from sync_core.credentials.sources import source_for
 from sync_core.credentials.status import credential_status, key_vault_status
+from sync_core.domain.outbound import NO_TEAMS
 from sync_core.graph import GraphClient, GraphError
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import SYNC_MAILBOX
@@ -32,6 +40,7 @@ KEY_VAULT_HINT = (
 
 
 # SPEC §5: what the app needs, and what it can do without.
+CALENDARS = "Calendars.ReadWrite"
 REQUIRED_ROLES = {
     "Calendars.ReadWrite": "read and write the mapped calendars",
     "Place.Read.All": "discover rooms and room lists",
@@ -48,6 +57,35 @@ GRANT_WHERE = (
     "Entra admin center → App registrations → {app} → API permissions → Add a permission → "
     "Microsoft Graph → Application permissions: add {roles}, then 'Grant admin consent'."
 )
+SCOPE_SCRIPT = "infra/scripts/mailbox-scope.sh"
+# What an out-of-scope mailbox needs, per MAILBOX_SCOPE (rbac and policy scope to one group).
+OUT_OF_SCOPE_HINT = {
+    "rbac": (
+        "Add {mailbox} as a direct member of the mail-enabled security group that the app's "
+        "Exchange management scope names (Exchange Online PowerShell: Add-DistributionGroupMember "
+        "-Identity <group> -Member {mailbox}; members of nested groups are not in scope), then "
+        "check it with `" + SCOPE_SCRIPT + " --client-id {client_id} --test {mailbox}`. Exchange "
+        "applies scope changes within 30 minutes to 2 hours. Calendars.ReadWrite stays out of "
+        "Entra ID: Exchange grants it for the mailboxes of the scope."
+    ),
+    "policy": (
+        "Add {mailbox} as a direct member of the mail-enabled security group of the app's "
+        "ApplicationAccessPolicy (Add-DistributionGroupMember -Identity <group> -Member "
+        "{mailbox}), then check it with `" + SCOPE_SCRIPT + " --method policy --client-id "
+        "{client_id} --test {mailbox}`. Exchange applies the change within 30 minutes to 2 hours."
+    ),
+}
+SCOPE_NAMES = {
+    "rbac": "Exchange RBAC for Applications (MAILBOX_SCOPE=rbac)",
+    "policy": "an Entra grant restricted by an ApplicationAccessPolicy (MAILBOX_SCOPE=policy)",
+    "tenant": "an Entra grant over every mailbox (MAILBOX_SCOPE=tenant)",
+}
+SIGN_IN = {
+    "secret": "its client secret",
+    "certificate": "its certificate",
+    "managed_identity": "the managed identity's federated credential",
+}
+TEAMS_HISTORY = 50  # recent history entries of a mapping searched for a Teams request
 
 
 @dataclass(frozen=True)
@@ -72,54 +110,149 @@ def _failed(name: str, error: GraphError) -> Check:
     return Check(name, "fail", error.message, error.hint, error.code)
 
 
+def _registration(settings: Settings) -> str:
+    """The app registration as the admin finds it, with how this deployment signs in as it."""
+    if settings.credential_mode == "managed_identity":
+        return (
+            f"the app registration {settings.client_id} (the managed identity "
+            f"{settings.managed_identity_client_id} signs in as it and holds no Graph "
+            "permission itself)"
+        )
+    return f"the app registration {settings.client_id}"
+
+
 def check_token(graph: GraphClient) -> tuple[Check, dict[str, Any] | None]:
     """A fresh token (not a cached one): proves the credential works right now."""
     try:
         claims = graph.tokens.claims()
     except GraphError as error:
         return _failed("token", error), None
+    settings = graph.settings
+    how = SIGN_IN.get(settings.credential_mode, settings.credential_mode)
     return (
-        Check("token", "pass", f"a token was issued by {graph.settings.authority_host}"),
+        Check(
+            "token",
+            "pass",
+            f"a token was issued by {settings.authority_host} for "
+            f"{_registration(settings)}, signed in with {how}",
+        ),
         claims,
     )
 
 
-def check_permissions(claims: dict[str, Any] | None, settings: Settings) -> Check:
+def check_permissions(
+    claims: dict[str, Any] | None, settings: Settings, mailboxes: list[Check] | None = None
+) -> Check:
+    """The token's application permissions, judged by where calendars are granted
+    (``MAILBOX_SCOPE``). ``mailboxes`` are the mailbox checks: with ``rbac`` they are what proves
+    calendar access; otherwise, when every one passed without the role, the setting is wrong."""
     if claims is None:
         return Check("permissions", "warn", "not checked: no token", "Fix the token check first.")
     roles = {str(r) for r in claims.get("roles") or []}
+    scoped = settings.mailbox_scope == "rbac"
 
     def has(role: str) -> bool:
         return role in roles or bool(ROLE_ALTERNATIVES.get(role, set()) & roles)
 
-    missing = [r for r in REQUIRED_ROLES if not has(r)]
+    required = {r: why for r, why in REQUIRED_ROLES.items() if not (scoped and r == CALENDARS)}
+    missing = [r for r in required if not has(r)]
     optional = [r for r in OPTIONAL_ROLES if not has(r)]
+    granted = ", ".join(sorted(roles)) or "nothing"
 
     def needed(lacking: list[str], what: dict[str, str]) -> str:
         return "; ".join(f"{r} ({what[r]})" for r in lacking)
 
     def grant(lacking: list[str]) -> str:
-        return GRANT_WHERE.format(app=f"the app {settings.client_id}", roles=", ".join(lacking))
+        return GRANT_WHERE.format(app=_registration(settings), roles=", ".join(lacking))
 
+    reached = bool(mailboxes) and all(c.status != "fail" for c in mailboxes or [])
+    if missing == [CALENDARS] and reached:
+        return Check(
+            "permissions",
+            "warn",
+            f"granted in Entra ID: {granted}; no Calendars.ReadWrite in the token, yet every "
+            "mapped calendar answered: Exchange grants it (RBAC for Applications), while "
+            f"MAILBOX_SCOPE says {settings.mailbox_scope}",
+            "Set MAILBOX_SCOPE=rbac (the set-up of app-registration.sh --mailbox-scope rbac), "
+            "so that the doctor judges calendar access by the mailbox scope. Nothing needs to "
+            "be granted.",
+            "MailboxScopeSetting",
+        )
     if missing:
-        message = f"missing application permissions: {needed(missing, REQUIRED_ROLES)}"
-        return Check("permissions", "fail", message, grant(missing), "PermissionMissing")
+        message = f"missing application permissions: {needed(missing, required)}"
+        hint = grant(missing)
+        if CALENDARS in missing:
+            hint += (
+                " If Exchange RBAC for Applications grants calendars for a scoped group instead "
+                "(app-registration.sh --mailbox-scope rbac), set MAILBOX_SCOPE=rbac and grant "
+                "nothing."
+            )
+        return Check("permissions", "fail", message, hint, "PermissionMissing")
+    if scoped and has(CALENDARS):
+        return Check(
+            "permissions",
+            "warn",
+            f"granted in Entra ID: {granted}; Calendars.ReadWrite is granted tenant-wide in "
+            "Entra ID, so the app reaches every mailbox: grants from Entra ID and Exchange add "
+            "up, and the Exchange scope narrows nothing",
+            f"Remove Calendars.ReadWrite from {_registration(settings)} (Entra admin center → "
+            "App registrations → API permissions → Calendars.ReadWrite → Remove permission, or "
+            "run infra/scripts/app-registration.sh --mailbox-scope rbac). Exchange keeps "
+            "granting it for the mailboxes of the scope.",
+            "ScopeBypassed",
+        )
+    source = (
+        "; Calendars.ReadWrite from Exchange RBAC for Applications, for the mailboxes of its "
+        "scope (each mapped mailbox is checked below)"
+        if scoped
+        else ""
+    )
     if optional:
         message = (
-            f"granted: {', '.join(sorted(roles))}; "
+            f"granted in Entra ID: {granted}{source}; "
             f"optional and missing: {needed(optional, OPTIONAL_ROLES)}"
         )
         hint = " Without it, check the secret's expiry yourself and rotate it by hand."
         return Check("permissions", "warn", message, grant(optional) + hint)
-    return Check("permissions", "pass", f"granted: {', '.join(sorted(roles))}")
+    return Check("permissions", "pass", f"granted in Entra ID: {granted}{source}")
 
 
-def check_mailbox(graph: GraphClient, mapping: Mapping) -> Check:
+def teams_asked(svc: Services, mapping: Mapping) -> bool:
+    """Whether bookings of ``mapping`` ask for Teams meetings: a recent write was told the
+    calendar offers none, or an event written for it holds a join URL."""
+    try:
+        entries, _ = svc.history.page(resource_id=mapping.resource_id, page_size=TEAMS_HISTORY)
+        if any(NO_TEAMS["message"] in e.detail for e in entries):
+            return True
+        return any(link.join_url for link in svc.links.for_resource(mapping.resource_id))
+    except Exception:  # storage trouble shows in its own check; warn rather than stay silent
+        return True
+
+
+def check_mailbox(
+    graph: GraphClient,
+    mapping: Mapping,
+    asks_teams: Callable[[Mapping], bool] = lambda _: True,
+) -> Check:
+    """One small read of the mapped calendar: it exists, is in Exchange Online and in the app's
+    scope (with ``MAILBOX_SCOPE=rbac`` this read is the proof of calendar access). Where its
+    bookings ask for Teams (``asks_teams``), a calendar without Teams is a warning."""
     name = f"mailbox {mapping.mailbox}"
+    settings = graph.settings
     try:
         calendar = graph.check_mailbox(mapping.mailbox)
     except GraphError as error:
         error.mailbox = error.mailbox or mapping.mailbox
+        scope_hint = OUT_OF_SCOPE_HINT.get(settings.mailbox_scope)
+        if error.code == "ErrorAccessDenied" and scope_hint:
+            return Check(
+                name,
+                "fail",
+                f"{mapping.resource_id}: mailbox {mapping.mailbox} is outside the app's mailbox "
+                f"scope ({SCOPE_NAMES[settings.mailbox_scope]}): Exchange denied access",
+                scope_hint.format(mailbox=mapping.mailbox, client_id=settings.client_id),
+                error.code,
+            )
         check = _failed(name, error)
         return Check(
             name,
@@ -128,17 +261,24 @@ def check_mailbox(graph: GraphClient, mapping: Mapping) -> Check:
             check.hint,
             check.code,
         )
+    reached = f"{mapping.resource_id}: reachable, calendar readable"
     providers = calendar.get("allowedOnlineMeetingProviders")
     if isinstance(providers, list) and "teamsForBusiness" not in providers:
+        if not asks_teams(mapping):
+            return Check(
+                name, "pass", f"{reached}; it does not offer Teams (no booking asked for Teams)"
+            )
         return Check(
             name,
             "warn",
-            f"{mapping.resource_id}: reachable, calendar readable; it does not offer Teams, so "
-            "bookings that ask for a Teams meeting get their event without one",
-            "Room mailboxes often lack Teams (allowedOnlineMeetingProviders). Give the mailbox a "
-            "Teams licence, or book Teams meetings in an organiser's calendar instead.",
+            f"{reached}; its bookings ask for Teams meetings, but the calendar does not offer "
+            "Teams (allowedOnlineMeetingProviders lacks teamsForBusiness), so they get their "
+            "event without one",
+            "Room mailboxes often lack Teams. Give the mailbox a Teams licence, or book Teams "
+            "meetings in an organiser's calendar instead.",
+            "TeamsUnavailable",
         )
-    return Check(name, "pass", f"{mapping.resource_id}: reachable, calendar readable")
+    return Check(name, "pass", reached)
 
 
 def check_subscriptions(svc: Services, graph: GraphClient, active: list[Mapping]) -> Check:
@@ -318,21 +458,27 @@ def run_doctor(svc: Services) -> dict[str, Any]:
             pool.submit(check_storage, svc),
             pool.submit(check_key_vault, svc),
         ]
-        checks = [token_check, check_permissions(claims, settings)]
         if graph is not None and claims is not None:
-            checks += list(pool.map(lambda m: check_mailbox(graph, m), active))
-            checks.append(check_subscriptions(svc, graph, active))
+            client = graph
+            mailboxes = list(
+                pool.map(lambda m: check_mailbox(client, m, lambda m: teams_asked(svc, m)), active)
+            )
+            subscriptions = check_subscriptions(svc, client, active)
         else:
-            checks += [
+            mailboxes = [
                 Check(f"mailbox {m.mailbox}", "warn", f"{m.resource_id}: not checked: no token",
                       "Fix the token check first.")
                 for m in active
             ]  # fmt: skip
-            checks.append(
-                Check(
-                    "subscriptions", "warn", "not checked: no token", "Fix the token check first."
-                )
+            subscriptions = Check(
+                "subscriptions", "warn", "not checked: no token", "Fix the token check first."
             )
+        checks = [
+            token_check,
+            check_permissions(claims, settings, mailboxes),
+            *mailboxes,
+            subscriptions,
+        ]
         checks += [f.result() for f in background]
         checks.append(
             check_credential(svc, graph)

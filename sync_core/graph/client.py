@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import requests
 
+from sync_core import telemetry
 from sync_core.clock import iso
 from sync_core.config import Settings
 from sync_core.graph.auth import CredentialSource, TokenProvider
@@ -192,7 +193,10 @@ class GraphClient:
             attempt += 1
             token = self.tokens.token()
             try:
-                with self._mailbox_slot(mailbox):
+                with (
+                    self._mailbox_slot(mailbox),
+                    telemetry.graph_request(method, url, attempt - 1) as span,
+                ):
                     self.requests_sent = next(self._sent)
                     response = self.session.request(
                         method,
@@ -202,6 +206,7 @@ class GraphClient:
                         headers=self._headers(token, page_size, headers),
                         timeout=TIMEOUT,
                     )
+                    span.answered(response.status_code)
             except requests.RequestException as exc:
                 error = GraphError(
                     kind=ErrorKind.NETWORK,

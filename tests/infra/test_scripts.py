@@ -22,7 +22,14 @@ import pytest
 
 from tests.infra.conftest import HERE, SCRIPTS, infra_tool
 
-SCRIPT_NAMES = ["app-registration.sh", "credential.sh", "mailbox-scope.sh", "webhook-secrets.sh"]
+SCRIPT_NAMES = [
+    "app-registration.sh",
+    "credential.sh",
+    "function-keys.sh",
+    "handover.sh",
+    "mailbox-scope.sh",
+    "webhook-secrets.sh",
+]
 APP = "11111111-1111-1111-1111-111111111111"
 TENANT = "33333333-3333-3333-3333-333333333333"
 MI = "22222222-2222-2222-2222-222222222222"
@@ -582,3 +589,198 @@ def test_key_vault_refusal_that_persists_stops_with_the_role_needed(run_script: 
 def test_app_registration_name_cannot_break_the_filter(run_script: Runner) -> None:
     result = run_script("app-registration.sh", "--name", "x' or 1 eq 1", "--dry-run", forbid=True)
     assert result.rc == 1 and "--name may contain" in result.stderr
+
+
+# ---- the azd hooks: mailbox scope, function keys, handover --------------------------------
+
+BOOKING_SECRET = "whsec_" + "b" * 43 + "="
+PLATFORM_SECRET = "whsec_" + "p" * 43 + "="
+FUNCTION_KEY = "k" * 43
+HOOK_ENV = {
+    "AZURE_RESOURCE_GROUP": "rg-test",
+    "AZURE_FUNCTION_APP_NAME": "func-test",
+    "AZURE_KEY_VAULT_NAME": "kv-test",
+    "PUBLIC_BASE_URL": "https://func-test.azurewebsites.net",
+    "PLATFORM_WEBHOOK_URL": "https://platform.example/webhooks/calendar-sync",
+}
+
+
+def test_mailbox_scope_hook_skips_without_a_group(run_script: Runner) -> None:
+    result = run_script(
+        "mailbox-scope.sh", "--if-group-set", env={"GRAPH_CLIENT_ID": APP}, forbid=True
+    )
+    assert result.rc == 0, result.stderr
+    assert result.calls == [] and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "skipped, MAILBOX_GROUP is not set" in line and "azd env set MAILBOX_GROUP" in line
+
+
+def test_mailbox_scope_hook_skips_a_tenant_wide_deployment(run_script: Runner) -> None:
+    env = {
+        "GRAPH_CLIENT_ID": APP,
+        "MAILBOX_GROUP": "rooms@contoso.example",
+        "MAILBOX_SCOPE": "tenant",
+    }
+    result = run_script("mailbox-scope.sh", "--if-group-set", env=env, forbid=True)
+    assert result.rc == 0 and result.calls == [], result.stderr
+    assert "skipped, MAILBOX_SCOPE is tenant" in result.stderr
+
+
+def test_mailbox_scope_without_a_group_and_without_the_hook_flag_fails(run_script: Runner) -> None:
+    result = run_script("mailbox-scope.sh", "--client-id", APP, forbid=True)
+    assert result.rc == 1 and "--group is required" in result.stderr
+
+
+def test_mailbox_scope_hook_scopes_the_group_from_the_environment(run_script: Runner) -> None:
+    env = {"GRAPH_CLIENT_ID": APP, "MAILBOX_GROUP": "rooms@contoso.example"}
+    preview = dry(run_script, "mailbox-scope.sh", "--if-group-set", env=env)
+    assert "Get-DistributionGroup -Identity 'rooms@contoso.example'" in preview.stdout
+    assert f"-App '{APP}' -Role 'Application Calendars.ReadWrite'" in preview.stdout
+    scenario = [
+        {"match": r"^az account show", "stdout": f"{TENANT}\n"},
+        {"match": r"^az ad sp show", "stdout": f"{SP}\n"},
+    ]
+    result = run_script("mailbox-scope.sh", "--if-group-set", scenario=scenario, env=env)
+    assert result.rc == 0, result.stderr
+    [pwsh] = result.called(r"^pwsh")
+    script = pwsh["files"]["-File"]
+    # idempotent: every create is behind a look-up of what exists
+    for look, create in (
+        ("Get-ServicePrincipal", "New-ServicePrincipal"),
+        ("Get-ManagementScope", "New-ManagementScope"),
+        ("Get-ManagementRoleAssignment", "New-ManagementRoleAssignment"),
+    ):
+        assert script.index(look) < script.index(create), create
+    policy = run_script(
+        "mailbox-scope.sh",
+        "--if-group-set",
+        "--dry-run",
+        env={**env, "MAILBOX_SCOPE": "policy"},
+        forbid=True,
+    )
+    assert "New-ApplicationAccessPolicy" in policy.stdout
+
+
+def hook_scenario() -> list[dict[str, Any]]:
+    return [
+        {"match": r"^az account show", "stdout": f"{TENANT}\n"},
+        {"match": r"functionapp function show", "stdout": "booking_events\n"},
+        {"match": r"functionapp function keys list", "stdout": f"{FUNCTION_KEY}\n"},
+        {
+            "match": r"secret show .*booking-webhook-secret --query value",
+            "stdout": f"{BOOKING_SECRET}\n",
+        },
+        {
+            "match": r"secret show .*platform-webhook-secret --query value",
+            "stdout": f"{PLATFORM_SECRET}\n",
+        },
+        {
+            "match": r"secret show .*booking-function-key --query value",
+            "stdout": f"{FUNCTION_KEY}\n",
+        },
+        {"match": r"secret show .*admin-function-key --query value", "stdout": "a" * 43 + "\n"},
+        {
+            "match": r"secret show .*-function-key --query id",
+            "stdout": "https://kv-test/secrets/x/1\n",
+        },
+    ]
+
+
+def test_handover_prints_url_key_and_both_secrets(run_script: Runner) -> None:
+    result = run_script("handover.sh", scenario=hook_scenario(), env=HOOK_ENV)
+    assert result.rc == 0, result.stderr
+    out = result.stdout
+    assert "https://func-test.azurewebsites.net/api/bookings/events" in out
+    assert FUNCTION_KEY in out and "x-functions-key" in out
+    assert BOOKING_SECRET in out and PLATFORM_SECRET in out
+    assert "secure channel" in out
+    assert "https://platform.example/webhooks/calendar-sync" in out
+    [keys] = result.called(r"functionapp function keys list")
+    assert keys["argv"][keys["argv"].index("--function-name") + 1] == "booking_events"
+    assert keys["argv"][keys["argv"].index("--query") + 1] == "platform"
+    # read only: nothing is created or changed
+    assert not result.called(r" (set|create|update|delete) ")
+
+
+def test_handover_json_is_one_object_on_stdout(run_script: Runner) -> None:
+    result = run_script("handover.sh", "--json", scenario=hook_scenario(), env=HOOK_ENV)
+    assert result.rc == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "booking_url": "https://func-test.azurewebsites.net/api/bookings/events",
+        "function_key_header": "x-functions-key",
+        "function_key": FUNCTION_KEY,
+        "booking_webhook_secret": BOOKING_SECRET,
+        "platform_webhook_secret": PLATFORM_SECRET,
+        "platform_webhook_url": "https://platform.example/webhooks/calendar-sync",
+    }
+    preview = run_script("handover.sh", "--json", "--dry-run", env=HOOK_ENV, forbid=True)
+    assert preview.rc == 0 and preview.calls == [], preview.stderr
+    assert json.loads(preview.stdout)["function_key"] == "<function key>"
+    assert "+ az functionapp function keys list" in preview.stderr
+
+
+def test_handover_without_the_key_names_the_step_that_makes_it(run_script: Runner) -> None:
+    scenario = [s for s in hook_scenario() if "keys list" not in s["match"]]
+    result = run_script("handover.sh", scenario=scenario, env=HOOK_ENV)
+    assert result.rc == 1 and "run infra/scripts/function-keys.sh" in result.stderr
+    assert BOOKING_SECRET not in result.stdout + result.stderr
+
+
+def test_function_keys_dry_run(run_script: Runner) -> None:
+    result = dry(run_script, "function-keys.sh", env=HOOK_ENV)
+    commands = result.commands()
+    assert (
+        "az functionapp function show -g rg-test -n func-test --function-name booking_events"
+        " --query name -o tsv" in commands
+    )
+    assert re.fullmatch(
+        r"az deployment group create -g rg-test -n calendar-sync-function-keys"
+        r" -f \S+/infra/app/function-keys\.bicep --parameters @\S+ --output none",
+        commands[-1],
+    )
+
+
+def test_function_keys_are_generated_once_and_travel_in_a_file(run_script: Runner) -> None:
+    scenario = [
+        {
+            "match": r"secret show .*booking-function-key --query id",
+            "rc": 3,
+            "stderr": "(SecretNotFound)",
+            "times": 1,
+        },
+        *hook_scenario(),
+    ]
+    result = run_script("function-keys.sh", scenario=scenario, env=HOOK_ENV)
+    assert result.rc == 0, result.stderr
+    [stored] = result.called(r"keyvault secret set")  # the admin key existed: kept
+    assert "booking-function-key" in stored["argv"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", stored["files"]["--file"])
+    [deployment] = result.called(r"deployment group create")
+    parameters = json.loads(deployment["files"]["--parameters"])["parameters"]
+    assert parameters["bookingFunctionName"]["value"] == "booking_events"
+    assert parameters["bookingKeyName"]["value"] == "platform"
+    assert parameters["adminKeyName"]["value"] == "admin"
+    assert parameters["bookingKeyValue"]["value"] == FUNCTION_KEY
+    everything = result.stdout + result.stderr + json.dumps([c["argv"] for c in result.calls])
+    assert FUNCTION_KEY not in everything and stored["files"]["--file"] not in everything
+
+
+def test_function_keys_wait_for_the_deployed_code(run_script: Runner) -> None:
+    scenario = [
+        {"match": r"functionapp function show", "rc": 3, "stderr": "(NotFound)", "times": 2},
+        *hook_scenario(),
+    ]
+    env = {**HOOK_ENV, "FUNCTION_POLL_SECONDS": "0"}
+    result = run_script("function-keys.sh", scenario=scenario, env=env)
+    assert result.rc == 0, result.stderr
+    assert len(result.called(r"functionapp function show")) == 3
+    assert result.called(r"deployment group create")
+    gone = run_script(
+        "function-keys.sh",
+        "--wait",
+        "0",
+        scenario=[{"match": r"functionapp function show", "rc": 3}, *hook_scenario()],
+        env=env,
+    )
+    assert gone.rc == 1 and "deploy the code first (azd deploy)" in gone.stderr
+    assert not gone.called(r"deployment group create|secret set")

@@ -118,6 +118,97 @@ def test_identity_based_storage() -> None:
     assert storage.client_id == "5f7f1c2e-1111-2222-3333-444455556666"
 
 
+# Storage endpoints by cloud: public, Azure China, Azure US Government.
+CLOUD_SUFFIXES = ["core.windows.net", "core.chinacloudapi.cn", "core.usgovcloudapi.net"]
+FAKE_KEY = "a2V5" * 22  # base64, not a real key
+
+
+@pytest.mark.parametrize("suffix", CLOUD_SUFFIXES)
+def test_connection_string_endpoints_follow_its_endpoint_suffix(suffix: str) -> None:
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    value = (
+        f"DefaultEndpointsProtocol=https;AccountName=contosocalsync;AccountKey={FAKE_KEY};"
+        f"EndpointSuffix={suffix}"
+    )
+    storage = load(AzureWebJobsStorage=value).storage
+    assert storage.connection_string == value
+    assert storage.table_endpoint == f"https://contosocalsync.table.{suffix}"
+    assert storage.queue_endpoint == f"https://contosocalsync.queue.{suffix}"
+    # The storage clients read the connection string the same way.
+    assert TableServiceClient.from_connection_string(value).url.rstrip("/") == (
+        storage.table_endpoint
+    )
+    assert QueueServiceClient.from_connection_string(value).url.rstrip("/") == (
+        storage.queue_endpoint
+    )
+
+
+def test_connection_string_without_suffix_is_the_public_cloud() -> None:
+    storage = load(AzureWebJobsStorage=f"AccountName=contosocalsync;AccountKey={FAKE_KEY}").storage
+    assert storage.table_endpoint == "https://contosocalsync.table.core.windows.net"
+    assert storage.queue_endpoint == "https://contosocalsync.queue.core.windows.net"
+
+
+def test_connection_string_explicit_endpoints_win() -> None:
+    value = (
+        f"AccountName=contosocalsync;AccountKey={FAKE_KEY};EndpointSuffix=core.chinacloudapi.cn;"
+        "TableEndpoint=https://tables.example.net/;QueueEndpoint=https://queues.example.net"
+    )
+    storage = load(AzureWebJobsStorage=value).storage
+    assert storage.table_endpoint == "https://tables.example.net"
+    assert storage.queue_endpoint == "https://queues.example.net"
+
+
+def test_development_storage_endpoints_are_azurite() -> None:
+    storage = load(AzureWebJobsStorage="UseDevelopmentStorage=true").storage
+    assert storage.connection_string == DEVSTORE_CONNECTION_STRING
+    assert storage.table_endpoint == "http://127.0.0.1:10002/devstoreaccount1"
+    assert storage.queue_endpoint == "http://127.0.0.1:10001/devstoreaccount1"
+
+
+def test_connection_string_bad_suffix_is_named_without_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(AzureWebJobsStorage=f"AccountName=a1b;AccountKey={FAKE_KEY};EndpointSuffix=x/y")
+    assert "EndpointSuffix" in str(caught.value)
+    assert FAKE_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", CLOUD_SUFFIXES)
+def test_identity_based_storage_reads_the_service_uris(suffix: str) -> None:
+    storage = load(
+        AzureWebJobsStorage=None,
+        AzureWebJobsStorage__accountName="contosocalsync",
+        AzureWebJobsStorage__tableServiceUri=f"https://contosocalsync.table.{suffix}/",
+        AzureWebJobsStorage__queueServiceUri=f"https://contosocalsync.queue.{suffix}/",
+    ).storage
+    assert storage.connection_string is None
+    assert storage.table_endpoint == f"https://contosocalsync.table.{suffix}"
+    assert storage.queue_endpoint == f"https://contosocalsync.queue.{suffix}"
+
+
+def test_identity_based_storage_with_service_uris_only() -> None:
+    storage = load(
+        AzureWebJobsStorage=None,
+        AzureWebJobsStorage__tableServiceUri="https://tables.example.net",
+        AzureWebJobsStorage__queueServiceUri="https://queues.example.net",
+    ).storage
+    assert (storage.table_endpoint, storage.queue_endpoint) == (
+        "https://tables.example.net",
+        "https://queues.example.net",
+    )
+
+
+def test_identity_based_storage_uri_must_be_https() -> None:
+    with pytest.raises(ConfigError, match="AzureWebJobsStorage__queueServiceUri"):
+        load(
+            AzureWebJobsStorage=None,
+            AzureWebJobsStorage__accountName="contosocalsync",
+            AzureWebJobsStorage__queueServiceUri="http://contosocalsync.queue.core.chinacloudapi.cn",
+        )
+
+
 def test_environment_wins_over_local_settings(tmp_path: Path) -> None:
     file_values = example_settings() | {"SYNC_WINDOW_DAYS": "30", "EVENT_CATEGORY": "From file"}
     path = tmp_path / "local.settings.json"

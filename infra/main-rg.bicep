@@ -173,6 +173,7 @@ module resources 'app/resources.bicep' = {
     tags: tags
     graphClientId: clientId
     tenantId: tenantId
+    mailboxScope: mailboxScope
     credentialMode: credentialMode
     enableSecretRotation: enableSecretRotation
     platformWebhookUrl: platformWebhookUrl

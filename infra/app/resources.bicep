@@ -12,6 +12,8 @@ param tags object
 param graphClientId string
 param tenantId string
 param credentialMode string
+@description('Where calendar access comes from: Exchange RBAC for Applications (rbac), an ApplicationAccessPolicy (policy) or the whole tenant.')
+param mailboxScope string
 param enableSecretRotation bool
 
 // ---- the product's settings (README "Settings") ----
@@ -136,6 +138,7 @@ var baseSettings = {
   TENANT_ID: tenantId
   CLIENT_ID: graphClientId
   CREDENTIAL_MODE: credentialMode
+  MAILBOX_SCOPE: mailboxScope
   // In managed_identity mode the identity signs in to Graph; in every mode it reads Key Vault.
   MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
   KEY_VAULT_URL: keyVault.outputs.uri

@@ -17,6 +17,7 @@ from sync_core.store.blockers import BlockerRepository
 from sync_core.store.health import HealthRepository
 from sync_core.store.history import History
 from sync_core.store.links import LinkRepository
+from sync_core.store.mailbox_slots import SharedSlots
 from sync_core.store.mappings import MappingRepository
 from sync_core.store.queues import QueueStore
 from sync_core.store.records import BookingStates, SeenIds, Sequences
@@ -43,7 +44,10 @@ class Services:
 
     @cached_property
     def graph(self) -> GraphClient:
-        return GraphClient.from_settings(self.settings, source_for(self.settings))
+        # The per-mailbox limit is kept in Table Storage, so it holds across instances.
+        return GraphClient.from_settings(
+            self.settings, source_for(self.settings), SharedSlots(self.tables)
+        )
 
     @cached_property
     def mappings(self) -> MappingRepository:

@@ -16,10 +16,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
@@ -38,6 +38,31 @@ API_VERSION = "v1.0"
 MAX_BATCH = 20  # Graph's limit per $batch request
 BATCH_CONCURRENCY = 4  # $batch requests in flight at once
 MAILBOX_CONCURRENCY = 4  # Outlook's limit per app and mailbox
+
+
+class MailboxSlots(Protocol):
+    """Where the limit of requests in flight per mailbox is kept: in this process
+    (:class:`LocalSlots`) or across every instance (``sync_core.store.mailbox_slots``)."""
+
+    def hold(self, mailbox: str) -> AbstractContextManager[None]: ...
+
+
+class LocalSlots:
+    """At most ``MAILBOX_CONCURRENCY`` requests per mailbox in flight in this process."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, mailbox: str) -> Iterator[None]:
+        key = mailbox.lower()
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = threading.BoundedSemaphore(MAILBOX_CONCURRENCY)
+        with slot:
+            yield
 TIMEOUT = (5.0, 30.0)  # connect, read
 
 
@@ -106,6 +131,7 @@ class GraphClient:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         page_size: int = 100,
+        slots: MailboxSlots | None = None,
     ) -> None:
         self.settings = settings
         self.tokens = tokens
@@ -114,32 +140,24 @@ class GraphClient:
         self.sleep = sleep
         self.page_size = page_size
         self.base = f"{settings.graph_endpoint}/{API_VERSION}"
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
-        self._slots_lock = threading.Lock()
+        self.slots = slots or LocalSlots()
         self._sent = itertools.count(1)
         self.requests_sent = 0  # for benchmarks: HTTP requests actually sent to Graph
 
     @classmethod
-    def from_settings(cls, settings: Settings, credential: CredentialSource) -> GraphClient:
+    def from_settings(
+        cls, settings: Settings, credential: CredentialSource, slots: MailboxSlots | None = None
+    ) -> GraphClient:
         """A client with a session of its own, signing in with ``credential``: the source
-        ``CREDENTIAL_MODE`` asks for (:func:`sync_core.credentials.sources.source_for`)."""
+        ``CREDENTIAL_MODE`` asks for (:func:`sync_core.credentials.sources.source_for`).
+        ``slots`` keep the per-mailbox limit (this process's alone if not given)."""
         session = new_session()
-        return cls(settings, TokenProvider(settings, credential, session), session)
+        return cls(settings, TokenProvider(settings, credential, session), session, slots=slots)
 
     # -- transport ------------------------------------------------------------------------------
 
-    @contextmanager
-    def _mailbox_slot(self, mailbox: str | None) -> Iterator[None]:
-        if mailbox is None:
-            yield
-            return
-        key = mailbox.lower()
-        with self._slots_lock:
-            slot = self._slots.get(key)
-            if slot is None:
-                slot = self._slots[key] = threading.BoundedSemaphore(MAILBOX_CONCURRENCY)
-        with slot:
-            yield
+    def _mailbox_slot(self, mailbox: str | None) -> AbstractContextManager[None]:
+        return nullcontext() if mailbox is None else self.slots.hold(mailbox)
 
     def _url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):

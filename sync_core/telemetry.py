@@ -4,11 +4,14 @@ Every HTTP request to Microsoft Graph is one client span (an Application Insight
 named ``GET /users/{mailbox}/calendar/events/{id}``: method and path template (no mailbox, id or
 query), status, and ``http.request.resend_count`` (0 on the first try, 1 on the first retry).
 
-Without an SDK the API records nothing and costs next to nothing. Where
-``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set and the Azure Monitor distro
-(``azure-monitor-opentelemetry``) is installed, the first span sets up the exporter (with the
-identity ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` names); nothing is imported before, so a
-cold start does not pay for it.
+Without an SDK the API records nothing and costs next to nothing. In Azure the Functions Python
+worker sets up the Azure Monitor distro (``azure-monitor-opentelemetry``) itself
+(``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true``, host.json ``"telemetryMode":
+"OpenTelemetry"``), and the spans go to Application Insights. Anywhere else with
+``APPLICATIONINSIGHTS_CONNECTION_STRING`` set, ``configure_export`` (function_app.py at start-up,
+or the first span) sets it up the same way, with the identity
+``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` names. Without a connection string nothing is
+imported, so a local run or a test does not pay for it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -48,8 +51,17 @@ _ID_AFTER = frozenset(
 )
 _LOOKS_LIKE_ID = re.compile(r"[@%=]|^[0-9a-fA-F-]{16,}$|^[A-Za-z0-9_-]{24,}$")
 
+# The distro's own instrumentations, off (and in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS of
+# infra/app/function.bicep, for the worker's set-up): requests and urllib3 would trace every Graph
+# call a second time under its full URL (mailbox, event id), azure_sdk every storage call with its
+# table keys (mailbox addresses), urllib any other call with its URL. The spans below are the
+# Graph calls.
+DISABLED_INSTRUMENTATIONS = ("azure_sdk", "requests", "urllib", "urllib3")
+
 _lock = threading.Lock()
 _tracers: dict[str, Tracer] = {}  # set up once, on first use
+_export_lock = threading.Lock()
+_export_decided = threading.Event()  # configure_export has decided, once per process
 
 
 def path_template(url: str) -> str:
@@ -71,36 +83,64 @@ def path_template(url: str) -> str:
     return "/" + "/".join(shown)
 
 
-def _configure() -> None:
-    """Send spans to Application Insights when it is configured and the distro is there."""
-    connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
-    if not connection:
-        return
-    try:
-        distro = importlib.import_module("azure.monitor.opentelemetry")
-    except ImportError:
-        log.info("telemetry: azure-monitor-opentelemetry is not installed; no traces are sent")
-        return
-    options: dict[str, Any] = {"connection_string": connection}
-    auth = os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")
-    fields = dict(p.split("=", 1) for p in auth.split(";") if "=" in p)
-    if fields.get("Authorization", "").upper() == "AAD":
-        from sync_core.identity import azure_credential
+def _worker_exports(env: Mapping[str, str]) -> bool:
+    """The Functions Python worker set the distro up before it loaded the app (its "true")."""
+    flag = env.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "")
+    return flag.strip().lower() in {"1", "true", "t", "yes", "y"}
 
-        options["credential"] = azure_credential(fields.get("ClientId") or None)
-    try:
-        distro.configure_azure_monitor(**options)
-    except Exception:  # telemetry must never stop the app
-        log.exception("telemetry: Azure Monitor could not be set up; no traces are sent")
+
+def configure_export(env: Mapping[str, str] | None = None) -> bool:
+    """Send spans (and log lines) to Application Insights where it is configured; True if this did.
+
+    Once per process, and only with ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set: without it
+    nothing is imported. Not where the Functions worker has set the distro up already (a second
+    set-up would add a second exporter and duplicate every log line). Never raises.
+    """
+    env = os.environ if env is None else env
+    connection = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
+    if not connection or _export_decided.is_set():
+        return False
+    with _export_lock:
+        if _export_decided.is_set():
+            return False
+        _export_decided.set()
+        if _worker_exports(env):
+            return False
+        try:
+            distro = importlib.import_module("azure.monitor.opentelemetry")
+        except ImportError:
+            log.info("telemetry: azure-monitor-opentelemetry is not installed; no traces are sent")
+            return False
+        options: dict[str, Any] = {
+            "connection_string": connection,
+            "instrumentation_options": {
+                name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS
+            },
+        }
+        auth = env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")
+        fields = dict(p.split("=", 1) for p in auth.split(";") if "=" in p)
+        try:
+            if fields.get("Authorization", "").upper() == "AAD":
+                from sync_core.identity import azure_credential
+
+                options["credential"] = azure_credential(fields.get("ClientId") or None)
+            distro.configure_azure_monitor(**options)
+        except Exception:  # telemetry must never stop the app
+            log.exception("telemetry: Azure Monitor could not be set up; no traces are sent")
+            return False
+        return True
+
+
+_configure = configure_export  # the first span's call, for entry points other than function_app
 
 
 def tracer() -> Tracer:
     found = _tracers.get(TRACER_NAME)
     if found is None:
+        _configure()
         with _lock:
             found = _tracers.get(TRACER_NAME)
             if found is None:
-                _configure()
                 from opentelemetry import trace
 
                 found = _tracers[TRACER_NAME] = trace.get_tracer(TRACER_NAME)
@@ -128,12 +168,20 @@ def graph_request(method: str, url: str, resend_count: int) -> Iterator[GraphSpa
     from opentelemetry.trace import SpanKind
 
     template = path_template(url)
+    parts = urlsplit(url)
+    scheme, host = parts.scheme or "https", parts.hostname or ""
     attributes: dict[str, Any] = {
         "http.request.method": method.upper(),
         "url.template": template,
-        "server.address": urlsplit(url).hostname or "",
+        # Scrubbed to the template: Application Insights names the dependency after the path of
+        # url.full ("GET /" without it) and shows url.full as its data. Never the real URL.
+        "url.full": f"{scheme}://{host}{template}" if host else template,
+        "url.scheme": scheme,
+        "server.address": host,
         "http.request.resend_count": resend_count,
     }
+    if host:
+        attributes["server.port"] = parts.port or (443 if scheme == "https" else 80)
     with tracer().start_as_current_span(
         f"{method.upper()} {template}", kind=SpanKind.CLIENT, attributes=attributes
     ) as span:

@@ -69,6 +69,16 @@ var hostSettings = {
   // needs the identity below.
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // With host.json "telemetryMode": "OpenTelemetry" (Use OpenTelemetry with Azure Functions,
+  // Python): the Python worker sets up the Azure Monitor distro (azure-monitor-opentelemetry,
+  // requirements.txt) before it loads the app, and the app's spans and log lines go to
+  // Application Insights from the worker, signed in with the identity above.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // The distro's own instrumentations, off (sync_core/telemetry.py DISABLED_INSTRUMENTATIONS):
+  // requests and urllib3 would trace every Graph call a second time under its full URL (mailbox,
+  // event id), azure_sdk every storage call with its table keys (mailbox addresses), urllib any
+  // other call with its URL. sync_core/telemetry.py makes one span per Graph call instead.
+  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'azure_sdk,requests,urllib,urllib3'
 }
 
 // `http` is the Flex group of every HTTP-triggered function (health, booking_events,

@@ -195,6 +195,6 @@ app registration: $NAME
 next:
   azd env set GRAPH_CLIENT_ID $APP_ID
   azd up                                   # or: azd provision, then azd deploy
-  infra/scripts/credential.sh --mode managed-identity --client-id $APP_ID
+  infra/scripts/credential.sh --mode managed-identity --env <azd environment> --client-id $APP_ID
   infra/scripts/mailbox-scope.sh --method $SCOPE_METHOD --client-id $APP_ID --group <mail-enabled security group>
 DONE

@@ -18,7 +18,6 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-FEDERATED_CREDENTIAL_NAME=calendar-sync-managed-identity
 # Names the product reads by default (KEY_VAULT_CERTIFICATE_NAME, KEY_VAULT_SECRET_NAME).
 CERTIFICATE_NAME=graph-client-certificate
 SECRET_NAME=graph-client-secret
@@ -33,6 +32,9 @@ identity already is its federated credential: --mode managed-identity is needed 
 registration made by app-registration.sh (GRAPH_CLIENT_ID set: sovereign clouds, or admins who
 cannot grant consent during `azd up`). certificate and secret work with either.
 
+  --env NAME                  managed-identity: the azd environment (default: $AZURE_ENV_NAME);
+                              the credential is calendar-sync-<NAME>-managed-identity, the name
+                              infra/app/entra-credential.bicep gives it
   --client-id ID              the app registration (default: $GRAPH_CLIENT_ID)
   --tenant-id ID              its directory (default: $AZURE_TENANT_ID, else the signed-in tenant)
   --identity-principal-id ID  managed-identity: object id of the function app's user-assigned
@@ -53,6 +55,7 @@ USAGE
 }
 
 MODE=''
+ENV_NAME="${AZURE_ENV_NAME:-}"
 CLIENT_ID="${GRAPH_CLIENT_ID:-}"
 TENANT_ID="${AZURE_TENANT_ID:-}"
 IDENTITY_PRINCIPAL_ID="${MANAGED_IDENTITY_PRINCIPAL_ID:-}"
@@ -65,6 +68,7 @@ AUDIENCE=api://AzureADTokenExchange
 while [ $# -gt 0 ]; do
   case "$1" in
     --mode) MODE="${2:?--mode needs a value}"; shift 2 ;;
+    --env) ENV_NAME="${2:?--env needs a value}"; shift 2 ;;
     --client-id) CLIENT_ID="${2:?--client-id needs a value}"; shift 2 ;;
     --tenant-id) TENANT_ID="${2:?--tenant-id needs a value}"; shift 2 ;;
     --identity-principal-id) IDENTITY_PRINCIPAL_ID="${2:?--identity-principal-id needs a value}"; shift 2 ;;
@@ -88,6 +92,9 @@ esac
 case "$MONTHS" in *[!0-9]* | '') die "--months must be a whole number" ;; esac
 if [ "$MONTHS" -lt 1 ] || [ "$MONTHS" -gt 24 ]; then die "--months must be 1 to 24"; fi
 if [ "$MODE" = managed-identity ]; then
+  [ -n "$ENV_NAME" ] || die "--env is required: the azd environment the credential is for, which names it calendar-sync-<env>-managed-identity (--env \"\$(azd env get-value AZURE_ENV_NAME)\", or set AZURE_ENV_NAME)"
+  # Part of a URL-friendly name, and of the JMESPath query below.
+  case "$ENV_NAME" in *[!A-Za-z0-9._-]*) die "--env must be letters, digits, '.', '-' or '_' (got '$ENV_NAME')" ;; esac
   [ -n "$IDENTITY_PRINCIPAL_ID" ] || die "--identity-principal-id is required (azd env get-value MANAGED_IDENTITY_PRINCIPAL_ID)"
 else
   [ -n "$VAULT" ] || die "--vault is required (azd env get-value AZURE_KEY_VAULT_NAME)"
@@ -115,21 +122,30 @@ still_valid() {
 }
 
 managed_identity() {
-  local issuer="$AUTHORITY_HOST/$TENANT_ID/v2.0" existing body
+  # The name infra/app/entra-credential.bicep gives it: one credential per azd environment.
+  local name="calendar-sync-$ENV_NAME-managed-identity"
+  local issuer="$AUTHORITY_HOST/$TENANT_ID/v2.0" existing trusted='' body
   HINT="changing the app registration needs an owner of it, or Application Administrator / Cloud Application Administrator"
-  capture existing '' az ad app federated-credential list --id "$CLIENT_ID" --query "[?name=='$FEDERATED_CREDENTIAL_NAME'].[subject, issuer] | [0]" -o tsv
+  capture existing '' az ad app federated-credential list --id "$CLIENT_ID" --query "[?name=='$name'].[subject, issuer] | [0]" -o tsv
+  if [ -z "$existing" ]; then
+    # Entra allows one credential per issuer and subject: one made under another name (an
+    # earlier version of this script named it calendar-sync-managed-identity) already does it.
+    capture trusted '' az ad app federated-credential list --id "$CLIENT_ID" --query "[?issuer=='$issuer' && subject=='$IDENTITY_PRINCIPAL_ID'].name | [0]" -o tsv
+  fi
   private_temp_file body
   cat >"$body" <<JSON
-{"name": "$FEDERATED_CREDENTIAL_NAME", "issuer": "$issuer", "subject": "$IDENTITY_PRINCIPAL_ID", "audiences": ["$AUDIENCE"], "description": "calendar-sync function app: its user-assigned managed identity signs in as this app registration"}
+{"name": "$name", "issuer": "$issuer", "subject": "$IDENTITY_PRINCIPAL_ID", "audiences": ["$AUDIENCE"], "description": "calendar-sync function app (azd environment $ENV_NAME): its user-assigned managed identity signs in as this app registration"}
 JSON
-  if [ -z "$existing" ]; then
+  if [ -z "$existing" ] && [ -n "$trusted" ]; then
+    log "the managed identity is already a federated credential of $CLIENT_ID, named $trusted; keeping it"
+  elif [ -z "$existing" ]; then
     log "trusting the managed identity $IDENTITY_PRINCIPAL_ID as a credential of $CLIENT_ID"
     show_file 'federated identity credential' "$body"
     run az ad app federated-credential create --id "$CLIENT_ID" --parameters "@$body"
   elif [ "$existing" != "$IDENTITY_PRINCIPAL_ID"$'\t'"$issuer" ]; then
     log "the federated credential points at another identity or issuer; updating it"
     show_file 'federated identity credential' "$body"
-    run az ad app federated-credential update --id "$CLIENT_ID" --federated-credential-id "$FEDERATED_CREDENTIAL_NAME" --parameters "@$body"
+    run az ad app federated-credential update --id "$CLIENT_ID" --federated-credential-id "$name" --parameters "@$body"
   else
     log "the managed identity is already a federated credential of $CLIENT_ID"
   fi

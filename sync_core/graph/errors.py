@@ -29,9 +29,9 @@ class ErrorKind(Enum):
     ACCESS_DENIED = (
         False,
         "access to mailbox {mailbox} was denied",
-        "Add the mailbox to the mail-enabled security group the app is scoped to (see "
-        "docs/deploy.md, mailbox scoping), or grant admin consent for Calendars.ReadWrite. "
-        "Exchange can take an hour to apply scope changes.",
+        "Add the mailbox to the mail-enabled security group the app is scoped to (docs/deploy.md, "
+        "mailbox scoping; the doctor names it); Exchange can take an hour to apply scope "
+        "changes. Only where MAILBOX_SCOPE=tenant: grant admin consent for Calendars.ReadWrite.",
     )
     PERMISSION_MISSING = (
         False,

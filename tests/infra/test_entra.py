@@ -218,8 +218,11 @@ def test_federated_credential_trusts_the_user_assigned_identity(parsed: dict[str
         "identityPrincipalId",
         ["audience"],
     )
-    # credential.sh writes the same credential by hand (sovereign clouds, own registrations)
+    # credential.sh writes the same credential by hand (sovereign clouds, own registrations),
+    # under the same name per azd environment
     script = (SCRIPTS / "credential.sh").read_text(encoding="utf-8")
+    assert 'local name="calendar-sync-$ENV_NAME-managed-identity"' in script
+    assert 'ENV_NAME="${AZURE_ENV_NAME:-}"' in script
     assert 'issuer="$AUTHORITY_HOST/$TENANT_ID/v2.0"' in script
     assert "AUDIENCE=api://AzureADTokenExchange" in script
 

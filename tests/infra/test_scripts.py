@@ -197,6 +197,7 @@ def test_app_registration_dry_run_policy_and_rotation(run_script: Runner) -> Non
 
 def test_credential_dry_runs(run_script: Runner) -> None:
     env = {
+        "AZURE_ENV_NAME": "prod",
         "GRAPH_CLIENT_ID": APP,
         "MANAGED_IDENTITY_PRINCIPAL_ID": MI,
         "AZURE_KEY_VAULT_NAME": "kv-test",
@@ -213,6 +214,20 @@ def test_credential_dry_runs(run_script: Runner) -> None:
     )
     assert body["issuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
     assert body["subject"] == MI and body["audiences"] == ["api://AzureADTokenExchange"]
+    # the name infra/app/entra-credential.bicep gives it, per azd environment
+    assert body["name"] == "calendar-sync-prod-managed-identity"
+    staging = dry(
+        run_script,
+        "credential.sh",
+        "--mode",
+        "managed-identity",
+        "--env",
+        "staging",
+        "--tenant-id",
+        TENANT,
+        env=env,
+    )
+    assert '"name": "calendar-sync-staging-managed-identity"' in staging.stdout
 
     cert = dry(run_script, "credential.sh", "--mode", "certificate", env=env)
     assert any(
@@ -246,6 +261,12 @@ def test_credential_requires_its_inputs(run_script: Runner) -> None:
     assert missing.rc != 0 and "--vault is required" in missing.stderr
     no_mode = run_script("credential.sh", "--client-id", APP, forbid=True)
     assert no_mode.rc != 0 and "--mode is required" in no_mode.stderr
+    mi = ("--mode", "managed-identity", "--client-id", APP, "--identity-principal-id", MI)
+    no_env = run_script("credential.sh", *mi, forbid=True)
+    assert no_env.rc != 0 and "--env is required" in no_env.stderr
+    assert "AZURE_ENV_NAME" in no_env.stderr
+    bad_env = run_script("credential.sh", *mi, "--env", "prod'x", forbid=True)
+    assert bad_env.rc != 0 and "--env must be" in bad_env.stderr
 
 
 def test_webhook_secrets_dry_run(run_script: Runner) -> None:
@@ -404,25 +425,45 @@ def test_federated_credential_is_not_duplicated(run_script: Runner) -> None:
         {"match": r"^az account show", "stdout": f"{TENANT}\n"},
         {"match": r"federated-credential list", "stdout": f"{MI}\t{issuer}\n"},
     ]
-    args = ("--mode", "managed-identity", "--client-id", APP, "--identity-principal-id", MI)
-    same = run_script("credential.sh", *args, scenario=scenario)
+    args = ("--mode", "managed-identity", "--env", "prod", "--client-id", APP)
+    same = run_script("credential.sh", *args, "--identity-principal-id", MI, scenario=scenario)
     assert same.rc == 0, same.stderr
+    [lookup] = same.called(r"federated-credential list")
+    assert (
+        "[?name=='calendar-sync-prod-managed-identity'].[subject, issuer] | [0]" in lookup["argv"]
+    )
     assert not same.called(r"federated-credential (create|update)")
     other = run_script(
         "credential.sh",
-        "--mode",
-        "managed-identity",
-        "--client-id",
-        APP,
+        *args,
         "--identity-principal-id",
         "55555555-5555-5555-5555-555555555555",
         scenario=scenario,
     )
     [update] = other.called(r"federated-credential update")
+    assert "calendar-sync-prod-managed-identity" in update["argv"]
     assert (
         json.loads(update["files"]["--parameters"])["subject"]
         == "55555555-5555-5555-5555-555555555555"
     )
+
+
+def test_federated_credential_under_another_name_is_kept(run_script: Runner) -> None:
+    # Entra allows one credential per issuer and subject: one an earlier version of the script
+    # made under its fixed name already trusts the identity, so none is added.
+    scenario = [
+        {"match": r"^az account show", "stdout": f"{TENANT}\n"},
+        {"match": r"federated-credential list .*\[\?name==", "stdout": ""},
+        {"match": r"federated-credential list", "stdout": "calendar-sync-managed-identity\n"},
+    ]
+    args = ("--mode", "managed-identity", "--env", "prod", "--client-id", APP)
+    kept = run_script("credential.sh", *args, "--identity-principal-id", MI, scenario=scenario)
+    assert kept.rc == 0, kept.stderr
+    assert "named calendar-sync-managed-identity; keeping it" in kept.stderr
+    assert not kept.called(r"federated-credential (create|update)")
+    [_, by_subject] = kept.called(r"federated-credential list")
+    issuer = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    assert f"[?issuer=='{issuer}' && subject=='{MI}'].name | [0]" in by_subject["argv"]
 
 
 def test_client_secret_goes_from_entra_to_key_vault_without_showing(run_script: Runner) -> None:

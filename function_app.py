@@ -11,6 +11,7 @@ import azure.functions as func
 
 from sync_core.config import get_settings
 from sync_core.store import queues
+from sync_core.telemetry import configure_export
 from sync_core.web import Request, serve
 
 
@@ -32,6 +33,7 @@ api = _OnFirstUse("sync_core.api")
 bookings = _OnFirstUse("sync_core.outbound.apply")
 credentials = _OnFirstUse("sync_core.credentials.watch")
 inbound = _OnFirstUse("sync_core.inbound.sync")
+recover = _OnFirstUse("sync_core.outbound.recover")
 subscriptions = _OnFirstUse("sync_core.inbound.subscriptions")
 _services = _OnFirstUse("sync_core.services")
 
@@ -39,6 +41,8 @@ _services = _OnFirstUse("sync_core.services")
 def services() -> Any:
     return _services.services()
 
+
+configure_export()  # spans to Application Insights, unless the Functions worker sends them
 
 # Validate every setting at start-up: a bad one stops the app with one line naming it.
 get_settings()
@@ -142,6 +146,12 @@ def sync_mailbox(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%RENEW_SCHEDULE%")
 def renew_subscriptions(timer: func.TimerRequest) -> None:
     subscriptions.renew_all(services())
+
+
+@app.function_name("recover_stalled")
+@app.timer_trigger(arg_name="timer", schedule="%RECOVER_SCHEDULE%")
+def recover_stalled(timer: func.TimerRequest) -> None:
+    recover.recover_stalled(services())
 
 
 @app.function_name("safety_sweep")

@@ -86,6 +86,9 @@ param renewSchedule string = '0 0 */6 * * *'
 @description('NCRONTAB schedule of safety_sweep (default hourly). SWEEP_SCHEDULE.')
 param sweepSchedule string = '0 0 * * * *'
 
+@description('NCRONTAB schedule of recover_stalled (default every 30 s): booking changes whose worker died are queued again. RECOVER_SCHEDULE.')
+param recoverSchedule string = '*/30 * * * * *'
+
 @description('NCRONTAB schedule of credential_watch (default daily 03:30 UTC). CREDENTIAL_SCHEDULE.')
 param credentialSchedule string = '0 30 3 * * *'
 
@@ -188,6 +191,7 @@ module resources 'app/resources.bicep' = {
     retryBaseSeconds: retryBaseSeconds
     renewSchedule: renewSchedule
     sweepSchedule: sweepSchedule
+    recoverSchedule: recoverSchedule
     credentialSchedule: credentialSchedule
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
     maximumInstanceCount: maximumInstanceCount

@@ -60,6 +60,7 @@ LOCAL_SETTINGS_FILE = "local.settings.json"
 SCHEDULE_DEFAULTS = {
     "RENEW_SCHEDULE": "0 0 */6 * * *",
     "SWEEP_SCHEDULE": "0 0 * * * *",
+    "RECOVER_SCHEDULE": "*/30 * * * * *",
     "CREDENTIAL_SCHEDULE": "0 30 3 * * *",
 }
 
@@ -110,6 +111,7 @@ class Settings:
     retry_base_seconds: int = 5
     renew_schedule: str = SCHEDULE_DEFAULTS["RENEW_SCHEDULE"]
     sweep_schedule: str = SCHEDULE_DEFAULTS["SWEEP_SCHEDULE"]
+    recover_schedule: str = SCHEDULE_DEFAULTS["RECOVER_SCHEDULE"]
     credential_schedule: str = SCHEDULE_DEFAULTS["CREDENTIAL_SCHEDULE"]
     key_vault_secret_name: str = "graph-client-secret"  # noqa: S105 - a name, not a value
     key_vault_certificate_name: str = "graph-client-certificate"

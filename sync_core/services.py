@@ -19,8 +19,9 @@ from sync_core.store.history import History
 from sync_core.store.links import LinkRepository
 from sync_core.store.mailbox_slots import SharedSlots
 from sync_core.store.mappings import MappingRepository
+from sync_core.store.open_work import OpenWork
 from sync_core.store.queues import QueueStore
-from sync_core.store.records import BookingStates, SeenIds, Sequences
+from sync_core.store.records import BookingStates, Sequences
 from sync_core.store.subscriptions import CursorRepository, SubscriptionRepository
 from sync_core.store.tables import TableStore
 
@@ -66,8 +67,8 @@ class Services:
         return BookingStates(self.tables)
 
     @cached_property
-    def seen(self) -> SeenIds:
-        return SeenIds(self.tables)
+    def open_work(self) -> OpenWork:
+        return OpenWork(self.tables)
 
     @cached_property
     def sequences(self) -> Sequences:

@@ -29,6 +29,7 @@ param retryAttempts int
 param retryBaseSeconds int
 param renewSchedule string
 param sweepSchedule string
+param recoverSchedule string
 param credentialSchedule string
 
 // ---- sizing, retention, alerting ----
@@ -158,6 +159,7 @@ var baseSettings = {
   // Timer triggers read their schedules from these (%RENEW_SCHEDULE% ...).
   RENEW_SCHEDULE: renewSchedule
   SWEEP_SCHEDULE: sweepSchedule
+  RECOVER_SCHEDULE: recoverSchedule
   CREDENTIAL_SCHEDULE: credentialSchedule
 }
 

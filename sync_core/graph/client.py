@@ -63,6 +63,8 @@ class LocalSlots:
                 slot = self._slots[key] = threading.BoundedSemaphore(MAILBOX_CONCURRENCY)
         with slot:
             yield
+
+
 TIMEOUT = (5.0, 30.0)  # connect, read
 
 

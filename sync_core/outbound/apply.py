@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sync_core.clock import iso
@@ -44,6 +44,7 @@ from sync_core.platform import retry_delay
 from sync_core.services import Services
 from sync_core.store.history import Outcome
 from sync_core.store.links import ConflictError, Link, Owed
+from sync_core.store.open_work import STALL
 from sync_core.store.queues import APPLY_BOOKING, poison_queue
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ def apply(svc: Services, message: dict[str, Any], *, redelivered: bool = False) 
     the newer one by its own message; one already overtaken in the calendar is skipped.
     """
     booking_id = str(message["booking_id"])
+    _apply(svc, message, booking_id, redelivered=redelivered)
+    if message.get("due"):
+        # Done, parked or retrying later under a new record: this change is no longer open.
+        svc.open_work.close(str(message["due"]), booking_id, int(message["version"]))
+
+
+def _apply(svc: Services, message: dict[str, Any], booking_id: str, *, redelivered: bool) -> None:
     attempt = int(message.get("attempt", 1))
     carried = None if redelivered else message.get("event")
     if carried is not None:
@@ -429,7 +437,13 @@ def _failed(
         delay = max(
             int(error.retry_after or 0), retry_delay(svc.settings.retry_base_seconds, attempt)
         )
-        svc.queues.send(APPLY_BOOKING, {**message, "attempt": attempt + 1}, delay_seconds=delay)
+        retry = {**message, "attempt": attempt + 1}
+        if message.get("due"):  # open until the retry is due, not stalled before it
+            later = svc.open_work.open(
+                booking.id, int(message["version"]), STALL + timedelta(seconds=delay)
+            )
+            retry["due"] = later.due
+        svc.queues.send(APPLY_BOOKING, retry, delay_seconds=delay)
         svc.history.add(
             booking.resource_id, "booking.apply", booking.id, "retrying",
             f"{error}; try {attempt + 1} in {delay} s",

@@ -52,18 +52,32 @@ def accept(svc: Services, webhook_id: str, payload: Any) -> Receipt:
     event = parse_model(BookingEvent, payload)
     booking = event.data
     try:
-        if svc.seen.seen(webhook_id):
-            return Receipt("duplicate")
         mapping = svc.mappings.recent(booking.resource_id)
         # A booking moved away from a mapped resource must still leave its old calendar.
         if mapping is None and svc.links.get(booking.id) is None:
             return Receipt("ignored", "resource not mapped")
         body = event.model_dump(mode="json")
-        message: dict[str, Any] = {"booking_id": booking.id, "attempt": 1}
-        if svc.bookings.save_if_newer(booking.id, booking.version, body) and _fits(body):
+        saved = svc.bookings.save(booking.id, booking.version, body, webhook_id)
+        if saved == "duplicate":
+            # The first delivery may have failed after keeping the state (and been answered
+            # 5xx): unless its version is applied, recovery makes sure it is.
+            link = svc.links.get(booking.id)
+            if link is None or link.applied_version < booking.version:
+                svc.open_work.open(booking.id, booking.version)
+            return Receipt("duplicate")
+        if saved == "stale":
+            return Receipt("accepted")  # the newer version kept is applied by its own message
+        # Open until apply finishes it: if this worker's instance dies, recovery runs it again.
+        change = svc.open_work.open(booking.id, booking.version)
+        message: dict[str, Any] = {
+            "booking_id": booking.id,
+            "attempt": 1,
+            "due": change.due,
+            "version": booking.version,
+        }
+        if _fits(body):
             message["event"] = body  # the first try need not read back what was just stored
         svc.queues.send(APPLY_BOOKING, message)
-        svc.seen.remember(webhook_id)
     except (StoreError, AzureError) as exc:
         # Not accepted: the platform gets a 5xx and sends the event again later.
         log.exception("booking %s could not be queued", booking.id)

@@ -1,5 +1,5 @@
-"""Small record stores the sync directions share: seen webhook ids, per-resource sequences,
-the latest booking states, and per-mapping status.
+"""Small record stores the sync directions share: per-resource sequences and the latest
+booking states (with the webhook ids that delivered them).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sync_core.clock import now
 from sync_core.store.tables import ConflictError, Entity, NotFoundError, TableStore, encode_key
@@ -33,24 +33,6 @@ def put_text(entity: Entity, name: str, text: str) -> None:
 
 def get_text(entity: Entity, name: str) -> str:
     return "".join(entity[f"{name}{i}"] for i in range(int(entity.get(f"{name}Parts", 0))))
-
-
-class SeenIds:
-    """Webhook ids already accepted, so a redelivery is answered as a duplicate."""
-
-    TABLE = "webhookids"
-
-    def __init__(self, tables: TableStore) -> None:
-        self.tables = tables
-
-    def seen(self, webhook_id: str) -> bool:
-        return self.tables.get(self.TABLE, _spread(webhook_id), encode_key(webhook_id)) is not None
-
-    def remember(self, webhook_id: str) -> None:
-        self.tables.upsert(
-            self.TABLE,
-            {"PartitionKey": _spread(webhook_id), "RowKey": encode_key(webhook_id), "At": now()},
-        )
 
 
 class Sequences:
@@ -94,6 +76,14 @@ class Sequences:
         raise ConflictError(f"sequences: could not advance {resource_id!r} under contention")
 
 
+Saved = Literal["new", "duplicate", "stale"]
+KEPT_IDS = 16  # webhook ids a booking's row remembers (one per version kept)
+
+
+def _webhook_ids(entity: Entity) -> tuple[str, ...]:
+    return tuple(json.loads(entity.get("WebhookIds") or "[]"))
+
+
 @dataclass(frozen=True)
 class StoredBooking:
     booking_id: str
@@ -110,9 +100,10 @@ class BookingStates:
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
-        # booking id → (version, ETag) of this process's last write. A replace guarded by that
-        # ETag needs no read first; if anyone wrote since, it fails and the row is read.
-        self._written: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        # booking id → (version, ETag, webhook ids) of this process's last write. A replace
+        # guarded by that ETag needs no read first; if anyone wrote since, it fails and the row
+        # is read.
+        self._written: OrderedDict[str, tuple[int, str, tuple[str, ...]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, booking_id: str) -> StoredBooking | None:
@@ -126,8 +117,13 @@ class BookingStates:
             received_at=entity["ReceivedAt"],
         )
 
-    def save_if_newer(self, booking_id: str, version: int, event: dict[str, Any]) -> bool:
-        """Keep ``event`` if its version is newer than the stored one; False if it was not."""
+    def save(self, booking_id: str, version: int, event: dict[str, Any], webhook_id: str) -> Saved:
+        """Keep ``event`` if its version is newer than the stored one ("new"); "duplicate" if
+        ``webhook_id`` delivered a version already kept, "stale" if a newer one is kept.
+
+        The row remembers the webhook ids of the last ``KEPT_IDS`` versions it kept, so a
+        redelivery is recognised without a table of its own: a redelivered webhook carries the
+        version it carried the first time."""
         with self._lock:
             current = self._written.get(booking_id)
         for attempt in range(20):
@@ -135,15 +131,22 @@ class BookingStates:
             # process wrote last, or else what a read finds.
             if attempt or (version > 1 and (current is None or current[0] >= version)):
                 found = self.tables.get(self.TABLE, _spread(booking_id), encode_key(booking_id))
-                current = (int(found["Version"]), found["etag"]) if found else None
-            if current is not None and current[0] >= version:
-                return False
+                current = (
+                    (int(found["Version"]), found["etag"], _webhook_ids(found)) if found else None
+                )
+            if current is not None:
+                if webhook_id in current[2]:
+                    return "duplicate"
+                if current[0] >= version:
+                    return "stale"
+            ids = ((current[2] if current else ()) + (webhook_id,))[-KEPT_IDS:]
             entity: Entity = {
                 "PartitionKey": _spread(booking_id),
                 "RowKey": encode_key(booking_id),
                 "BookingId": booking_id,
                 "Version": version,
                 "ReceivedAt": now(),
+                "WebhookIds": json.dumps(ids, separators=(",", ":")),
             }
             put_text(entity, "Event", json.dumps(event, separators=(",", ":")))
             try:
@@ -153,13 +156,13 @@ class BookingStates:
                     etag = self.tables.replace(self.TABLE, entity, current[1])
             except (ConflictError, NotFoundError):
                 continue
-            self._remember(booking_id, version, etag)
-            return True
+            self._remember(booking_id, version, etag, ids)
+            return "new"
         raise ConflictError(f"bookings: {booking_id!r} is being written concurrently")
 
-    def _remember(self, booking_id: str, version: int, etag: str) -> None:
+    def _remember(self, booking_id: str, version: int, etag: str, ids: tuple[str, ...]) -> None:
         with self._lock:
-            self._written[booking_id] = (version, etag)
+            self._written[booking_id] = (version, etag, ids)
             self._written.move_to_end(booking_id)
             if len(self._written) > self.REMEMBERED:
                 self._written.popitem(last=False)

@@ -6,15 +6,17 @@ the simulated tenant; every event request there takes 200 ms, so a burst keeps t
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
-from tests.conftest import FUNCTION_KEY, ROOM_A, LocalHost, drained, wait
+from tests.conftest import FUNCTION_KEY, KEY_HEADER, ROOM_A, LocalHost, drained, wait
 from tests.e2e.test_bookings import ours
 
 BURST = 40
@@ -64,3 +66,57 @@ def test_a_burst_into_one_room_from_three_processes_is_never_throttled(
     # The limit was reached (so the test could have seen a fifth request): the tenant took
     # more than one request at a time.
     assert sum(1 for r in room if r["method"] == "POST" and r["status"] == 201) == BURST
+
+
+def test_a_booking_whose_instance_died_mid_apply_lands_within_two_minutes(
+    tenant_env: dict[str, str], platform: PlatformSim, tenant: Sandbox
+) -> None:
+    env = tenant_env | {
+        "FUNCTIONS_KEY": FUNCTION_KEY,
+        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
+        "RETRY_BASE_SECONDS": "1",
+    }
+    first = LocalHost(env).wait_ready()
+    platform.product_url = first.base
+    first.map("room-42", ROOM_A)
+    # The create reaches Outlook, but only after the instance that sent it is gone: the event
+    # exists and the product never heard back (the hardest point to die at).
+    fault = tenant.control.add_fault(r"/calendar/events$", "POST", action="delay", delay=5.0)
+    event = platform.booking_event(resource_id="room-42", title="Survivor")
+    booking_id = str(event["data"]["id"])
+    sent = time.monotonic()
+    assert platform.send_booking(event).status_code == 202
+    wait(
+        lambda: [f for f in tenant.control.faults() if f["id"] == fault["id"] and f["hits"]],
+        timeout=30,
+        what="the create to reach the tenant",
+    )
+    first.kill()
+    wait(lambda: ours(tenant, ROOM_A, booking_id), timeout=30, what="the event to be created")
+
+    second = LocalHost(env).wait_ready()  # another instance; the queue hides the message 10 min
+    platform.product_url = second.base
+    try:
+        wait(
+            lambda: [
+                r
+                for r in platform.received("booking.synced")
+                if r["data"]["booking_id"] == booking_id
+            ],
+            timeout=120,
+            what="the booking to be synced by the surviving instance",
+        )
+        landed = time.monotonic() - sent
+        assert landed < 120, landed
+        assert len(ours(tenant, ROOM_A, booking_id)) == 1  # adopted, not created twice
+        history = requests.get(
+            f"{second.base}/api/admin/history",
+            params={"resource_id": "room-42"},
+            headers=KEY_HEADER,
+            timeout=10,
+        ).json()["value"]
+        created = [h for h in history if h["action"] == "booking.create"]
+        assert [h["detail"] for h in created] == [f"adopted the event already in {ROOM_A}"]
+        print(f"landed {landed:.0f} s after it was sent, on the surviving instance")
+    finally:
+        second.stop()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sync_core import telemetry
 from tests.infra.conftest import INFRA, ROOT, bicep_files, parse_files, run_checkov
 
 CUSTOM_CHECKS = {f"CKV2_CALSYNC_{n}" for n in range(1, 17)}
@@ -44,6 +45,7 @@ PRODUCT_SETTINGS = {
     "RETRY_BASE_SECONDS",
     "RENEW_SCHEDULE",
     "SWEEP_SCHEDULE",
+    "RECOVER_SCHEDULE",
     "CREDENTIAL_SCHEDULE",
 }
 HOST_SETTINGS = {
@@ -55,6 +57,8 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__tableServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
 }
 
 ROLE_IDS = {
@@ -192,6 +196,22 @@ def test_app_settings_are_exactly_the_products(parsed: dict[str, Any]) -> None:
         ]
         == "managedidentity"
     )
+
+
+def test_telemetry_goes_out_as_opentelemetry_from_the_python_worker(
+    parsed: dict[str, Any],
+) -> None:
+    # "Use OpenTelemetry with Azure Functions" (Python, Application Insights): host.json's
+    # telemetryMode, the worker's switch, and the distro in requirements.txt
+    host_json = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    assert host_json["telemetryMode"] == "OpenTelemetry"
+    host = tree(parsed, "app/function.bicep")["variables"]["hostSettings"]["value"]
+    assert host["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert re.search(r"^azure-monitor-opentelemetry==", requirements, flags=re.M)
+    # the worker leaves out the instrumentations sync_core/telemetry.py leaves out
+    disabled = host["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"].split(",")
+    assert disabled == list(telemetry.DISABLED_INSTRUMENTATIONS)
 
 
 def test_secrets_are_key_vault_references(parsed: dict[str, Any]) -> None:

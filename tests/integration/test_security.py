@@ -111,7 +111,7 @@ def test_bad_booking_events_are_401_and_write_nothing(svc: Services, case: str) 
     answer = receive(svc, Request("POST", "", headers=headers, body=body))
     assert_problem(answer, 401)
     assert rows(svc, "bookings") == 0
-    assert rows(svc, "webhookids") == 0
+    assert rows(svc, "openwork") == 0
     assert depth(svc, APPLY_BOOKING) == 0
 
 
@@ -130,7 +130,6 @@ def test_replayed_event_is_a_duplicate_and_queues_nothing_new(svc: Services) -> 
         assert json.loads(answer.body) == {"status": "duplicate"}
     assert depth(svc, APPLY_BOOKING) == 1
     assert rows(svc, "bookings") == stored
-    assert rows(svc, "webhookids") == 1
 
 
 # -- Graph notifications: clientState -----------------------------------------------------------

@@ -191,20 +191,32 @@ def test_booking_states_keep_the_newest_version_across_instances(tables: TableSt
         return get(table, partition, row)
 
     tables.get = counted_get  # type: ignore[method-assign]
-    assert here.save_if_newer("b-1", 1, {"v": 1}) is True
-    assert here.save_if_newer("b-1", 2, {"v": 2}) is True
+    assert here.save("b-1", 1, {"v": 1}, "wh-1") == "new"
+    assert here.save("b-1", 2, {"v": 2}, "wh-2") == "new"
     assert reads == []  # it replaced what it wrote itself, guarded by that ETag
-    assert elsewhere.save_if_newer("b-1", 4, {"v": 4}) is True
-    assert here.save_if_newer("b-1", 3, {"v": 3}) is False  # its ETag is stale: read, older
-    assert here.save_if_newer("b-1", 4, {"v": "again"}) is False
+    assert elsewhere.save("b-1", 4, {"v": 4}, "wh-3") == "new"
+    assert here.save("b-1", 3, {"v": 3}, "wh-4") == "stale"  # its ETag is stale: read, older
+    assert here.save("b-1", 4, {"v": "again"}, "wh-5") == "stale"
     stored = here.get("b-1")
     assert stored is not None
     assert (stored.version, stored.event) == (4, {"v": 4})
-    assert here.save_if_newer("b-1", 5, {"v": 5}) is True
-    assert elsewhere.save_if_newer("b-1", 6, {"v": 6}) is True  # its own ETag is stale too
+    assert here.save("b-1", 5, {"v": 5}, "wh-6") == "new"
+    assert elsewhere.save("b-1", 6, {"v": 6}, "wh-7") == "new"  # its own ETag is stale too
     final = elsewhere.get("b-1")
     assert final is not None
     assert (final.version, final.event) == (6, {"v": 6})
+
+
+def test_a_redelivered_webhook_is_a_duplicate_in_every_process(tables: TableStore) -> None:
+    here, elsewhere = BookingStates(tables), BookingStates(tables)  # two processes
+    assert here.save("b-2", 1, {"v": 1}, "msg-1") == "new"
+    assert elsewhere.save("b-2", 1, {"v": 1}, "msg-1") == "duplicate"
+    assert here.save("b-2", 2, {"v": 2}, "msg-2") == "new"
+    assert elsewhere.save("b-2", 1, {"v": 1}, "msg-1") == "duplicate"  # older, but delivered
+    assert elsewhere.save("b-2", 1, {"v": 1}, "msg-other") == "stale"
+    assert here.save("b-2", 2, {"v": "changed"}, "msg-2") == "duplicate"
+    stored = here.get("b-2")
+    assert stored is not None and (stored.version, stored.event) == (2, {"v": 2})
 
 
 def test_an_entity_read_can_be_written_back(tables: TableStore) -> None:
@@ -289,24 +301,24 @@ def test_booking_versions_past_int32_are_stored_and_compared_exactly(
     tables: TableStore, first: int
 ) -> None:
     here, elsewhere = BookingStates(tables), BookingStates(tables)
-    assert here.save_if_newer("b-big", first, {"v": first}) is True
+    assert here.save("b-big", first, {"v": first}, "wh-8") == "new"
     stored = elsewhere.get("b-big")
     assert stored is not None and stored.version == first and stored.event == {"v": first}
-    assert elsewhere.save_if_newer("b-big", first - 1, {"v": "older"}) is False
-    assert elsewhere.save_if_newer("b-big", first, {"v": "same"}) is False
-    assert here.save_if_newer("b-big", first + 1, {"v": first + 1}) is True
-    assert elsewhere.save_if_newer("b-big", first, {"v": "stale"}) is False
+    assert elsewhere.save("b-big", first - 1, {"v": "older"}, "wh-9") == "stale"
+    assert elsewhere.save("b-big", first, {"v": "same"}, "wh-10") == "stale"
+    assert here.save("b-big", first + 1, {"v": first + 1}, "wh-11") == "new"
+    assert elsewhere.save("b-big", first, {"v": "stale"}, "wh-12") == "stale"
     final = here.get("b-big")
     assert final is not None and (final.version, final.event) == (first + 1, {"v": first + 1})
 
 
 def test_the_largest_booking_version_is_stored_and_nothing_is_newer(tables: TableStore) -> None:
     states = BookingStates(tables)
-    assert states.save_if_newer("b-max", 2**53 + 1, {"v": 1}) is True
-    assert states.save_if_newer("b-max", 2**63 - 1, {"v": 2}) is True
+    assert states.save("b-max", 2**53 + 1, {"v": 1}, "wh-13") == "new"
+    assert states.save("b-max", 2**63 - 1, {"v": 2}, "wh-14") == "new"
     stored = BookingStates(tables).get("b-max")
     assert stored is not None and stored.version == 2**63 - 1
-    assert BookingStates(tables).save_if_newer("b-max", 2**63 - 1, {"v": 3}) is False
+    assert BookingStates(tables).save("b-max", 2**63 - 1, {"v": 3}, "wh-15") == "stale"
 
 
 def test_sequences_count_past_int32(tables: TableStore) -> None:

@@ -21,7 +21,7 @@ from sync_core.config import Settings
 from sync_core.identity import pooled_session
 from sync_core.store.history import History, HistoryEntry
 from sync_core.store.queues import DELIVER, QueueStore, poison_queue
-from sync_core.store.records import Sequences
+from sync_core.store.records import SequenceClock
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Platform:
         self,
         settings: Settings,
         queues: QueueStore,
-        sequences: Sequences,
+        sequences: SequenceClock,
         history: History,
         session: requests.Session | None = None,
         clock: Callable[[], str] = stamp,
@@ -57,18 +57,26 @@ class Platform:
         self.clock = clock
 
     def emit(
-        self, event_type: str, resource_id: str, data: dict[str, Any], *, at_once: bool = False
-    ) -> str:
-        """Queue one event for the platform; returns its webhook id. ``at_once`` makes the first
-        try right here (saving the queue's round trips); only retries are queued then."""
+        self,
+        event_type: str,
+        resource_id: str,
+        data: dict[str, Any],
+        *,
+        at_once: bool = False,
+        after: int = 0,
+    ) -> int:
+        """Queue one event for the platform; returns its ``sequence``, larger than ``after`` (the
+        last one sent for the same object). ``at_once`` makes the first try right here (saving
+        the queue's round trips); only retries are queued then."""
         message_id = webhooks.new_message_id()
+        sequence = self.sequences.next(after)
         body = {
             "type": event_type,
             "timestamp": self.clock(),
             "data": {
                 **data,
                 "resource_id": resource_id,
-                "sequence": self.sequences.next(resource_id),
+                "sequence": sequence,
             },
         }
         message = {"id": message_id, "body": body, "attempt": 1}
@@ -76,7 +84,7 @@ class Platform:
             self.deliver(message, timeout=AT_ONCE_TIMEOUT)
         else:
             self.queues.send(DELIVER, message)
-        return message_id
+        return sequence
 
     def deliver(self, message: dict[str, Any], timeout: tuple[float, float] = TIMEOUT) -> bool:
         """Post one event. False when it failed and was requeued or parked."""

@@ -21,7 +21,7 @@ from sync_core.store.mailbox_slots import SharedSlots
 from sync_core.store.mappings import MappingRepository
 from sync_core.store.open_work import OpenWork
 from sync_core.store.queues import QueueStore
-from sync_core.store.records import BookingStates, Sequences
+from sync_core.store.records import BookingStates, SequenceClock
 from sync_core.store.subscriptions import CursorRepository, SubscriptionRepository
 from sync_core.store.tables import TableStore
 
@@ -71,8 +71,8 @@ class Services:
         return OpenWork(self.tables)
 
     @cached_property
-    def sequences(self) -> Sequences:
-        return Sequences(self.tables)
+    def sequences(self) -> SequenceClock:
+        return SequenceClock()
 
     @cached_property
     def history(self) -> History:

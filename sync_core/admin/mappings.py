@@ -339,7 +339,9 @@ def withdraw_blockers(svc: Services, resource_id: str, mailbox: str, progress: P
     ]
     progress("withdrawing blockers", 0, len(blockers))
     for done, blocker in enumerate(blockers, 1):
-        svc.platform.emit("blocker.deleted", resource_id, {"id": blocker.id})
+        svc.platform.emit(
+            "blocker.deleted", resource_id, {"id": blocker.id}, after=blocker.sequence
+        )
         svc.blockers.delete(mailbox, blocker.id)
         progress("withdrawing blockers", done, len(blockers))
     return len(blockers)

@@ -46,6 +46,7 @@ class Blocker:
     # Digest of what the platform sees of it; the mirror keeps the one last sent, so a blocker
     # is sent again only when what the platform would see changed.
     content_hash: str = ""
+    sequence: int = 0  # of the last event sent about it, so the next one is larger
 
     def to_json(self) -> dict[str, Any]:
         """The data of ``blocker.upserted``."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sync_core.clock import iso, now
@@ -24,12 +23,9 @@ MAX_SUBSCRIPTION_ID = 128
 class NotificationGate:
     """Per-process memory that keeps the notification endpoint fast under bursts.
 
-    Subscription records are cached briefly (they change only when renewed or recreated). Reads
-    are queued with a *horizon*: the read waits until then and covers every change before it.
-    The first notification after a quiet spell gets an immediate read; later ones within
-    ``WINDOW`` share one read whose horizon is the end of the window, and windows grow while the
-    burst goes on. Every notification is thus covered by a queued read that starts after it
-    arrived, and a burst of 200 in a second costs three reads.
+    Subscription records are cached briefly (they change only when renewed or recreated). Each
+    request queues one read per mailbox it names, to run at once; how a burst shares reads is
+    decided where they run, across instances (``sync_core.inbound.sync``).
 
     The routes are anonymous, so what one request can cost is bounded too (:meth:`records`):
     each distinct subscription id is looked up once per request, a few with point reads and
@@ -46,8 +42,6 @@ class NotificationGate:
     """
 
     TTL = 300.0
-    WINDOW = timedelta(milliseconds=500)
-    MAX_WINDOW = timedelta(seconds=2)
     UNKNOWN_TTL = 30.0  # seconds an id found nowhere is taken as unknown without a read
     MAX_UNKNOWN = 10_000  # unknown ids remembered at most
     POINT_READS = 3  # up to this many ids are looked up one by one; more with one query
@@ -61,8 +55,6 @@ class NotificationGate:
         self._listing: tuple[float, set[str]] | None = None  # when, the ids every query found
         self._last_miss = float("-inf")  # when an id was last found nowhere
         self._writes = 0  # svc.subscriptions.writes the two above hold for
-        self._horizon: dict[str, datetime] = {}  # mailbox → horizon of the last queued read
-        self._streak: dict[str, int] = {}  # mailbox → delayed reads queued in a row
 
     def record(
         self, svc: Services, subscription_id: str, fresh: bool = False
@@ -136,26 +128,7 @@ class NotificationGate:
     def _loader(svc: Services, subscription_id: str) -> Callable[[], SubscriptionRecord | None]:
         return lambda: svc.subscriptions.by_id(subscription_id)
 
-    def queue_read(self, svc: Services, mailbox: str) -> bool:
-        """Make sure a read of ``mailbox`` starting after now is queued; True if one was sent."""
-        moment = now()
-        with self._lock:
-            last = self._horizon.get(mailbox)
-            if last is not None and last > moment:
-                return False  # the queued read waits past this moment
-            quiet = last is None or moment - last > self.WINDOW
-            # A burst that goes on gets longer windows (0.5 s, 1 s, 2 s), so it costs few reads.
-            streak = 0 if quiet else self._streak.get(mailbox, 0) + 1
-            window = min(self.MAX_WINDOW, self.WINDOW * 2 ** max(0, streak - 1))
-            horizon = moment if quiet else moment + window
-            self._horizon[mailbox] = horizon
-            self._streak[mailbox] = streak
-        try:
-            requested = iso(horizon, "microseconds")
-            svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "requested": requested})
-        except BaseException:
-            with self._lock:  # nothing was queued: the next notification must queue again
-                if self._horizon.get(mailbox) == horizon:
-                    self._horizon.pop(mailbox, None)
-            raise
-        return True
+    def queue_read(self, svc: Services, mailbox: str) -> None:
+        """Queue a read of ``mailbox`` that covers every change before now. It runs at once;
+        a read already running elsewhere reads once more instead (``sync_mailbox``)."""
+        svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "requested": iso(now(), "microseconds")})

@@ -9,7 +9,7 @@ and ``blocker.upserted`` / ``blocker.deleted`` through ``deliver``.
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_BUSY_DELAY = 2  # seconds before a sync that found the mailbox busy tries again
-MAX_HORIZON_WAIT = 2.0  # seconds a queued read waits at most for its horizon
 
 
 def _mapping_for(svc: Services, mailbox: str) -> Mapping | None:
@@ -42,14 +41,20 @@ def _mapping_for(svc: Services, mailbox: str) -> Mapping | None:
 
 
 def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
-    """Read what changed in one mailbox and bring the platform's blockers in line."""
+    """Read what changed in one mailbox and bring the platform's blockers in line.
+
+    One worker reads a mailbox at a time, across instances (a lease on its cursor). A
+    notification that arrives while another worker reads asks it to read once more when done
+    (``ask_again``) instead of waiting: every notification is covered by a read that starts
+    after it arrived, and a burst costs at most two reads, the one running and one after.
+    """
     mailbox = str(message["mailbox"]).lower()
     mapping = _mapping_for(svc, mailbox)
     if mapping is None:
         return  # unmapped or deactivated: nothing to sync
-    cursor = svc.cursors.get(mailbox)
     requested = parse_iso(message.get("requested"))
     full = bool(message.get("full"))
+    cursor = svc.cursors.get(mailbox)
     if (
         requested is not None
         and not full
@@ -57,37 +62,47 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         and cursor.round_started_at >= requested
     ):
         return  # a read that began after this notification already covered it
-    if requested is not None and requested > now():
-        # Part of a burst: wait for the horizon, so this one read covers all of it.
-        time.sleep(min(MAX_HORIZON_WAIT, (requested - now()).total_seconds()))
-    leased = svc.cursors.acquire(mailbox)
+    leased = svc.cursors.acquire(mailbox, current=cursor)
+    if leased is None and not full:
+        asked = svc.cursors.ask_again(mailbox, requested)
+        if asked is not None:
+            # The reader reads once more when done. Should it die first, its own message comes
+            # back (the queue's processing timeout) and reads after the lease lapsed.
+            return
+        leased = svc.cursors.acquire(mailbox)  # the lease ended meanwhile
     if leased is None:
         svc.queues.send(SYNC_MAILBOX, message, delay_seconds=LEASE_BUSY_DELAY)
         return
-    started = now()
-    try:
-        lifecycle = message.get("lifecycle")
-        if lifecycle == "reauthorizationRequired":
-            subscriptions.reauthorize(svc, mapping)
-        elif lifecycle == "subscriptionRemoved":
-            subscriptions.recreate(svc, mapping)
-        window = sync_window(started.date(), svc.settings.sync_window_days)
-        fresh = full or leased.delta_link is None or leased.window_start != window[0]
-        counts, delta_link = _read(svc, mapping, window, None if fresh else leased.delta_link)
-    except GraphError as error:
-        svc.cursors.release(leased)
-        _sync_failed(svc, mapping, message, error)
-        return
-    except BaseException:
-        svc.cursors.release(leased)
-        raise
-    svc.cursors.release(
-        leased,
-        delta_link=delta_link,
-        window_start=window[0],
-        round_started_at=started,
-        last_success=now(),
-    )
+    lifecycle = message.get("lifecycle")
+    counts: dict[str, int] = {}
+    while leased is not None:
+        started = now()
+        try:
+            if lifecycle == "reauthorizationRequired":
+                subscriptions.reauthorize(svc, mapping)
+            elif lifecycle == "subscriptionRemoved":
+                subscriptions.recreate(svc, mapping)
+            window = sync_window(started.date(), svc.settings.sync_window_days)
+            fresh = full or leased.delta_link is None or leased.window_start != window[0]
+            found, delta_link = _read(svc, mapping, window, None if fresh else leased.delta_link)
+        except GraphError as error:
+            svc.cursors.release(leased)
+            _sync_failed(svc, mapping, message, error)
+            return
+        except BaseException:
+            svc.cursors.release(leased)
+            raise
+        for what, n in found.items():
+            counts[what] = counts.get(what, 0) + n
+        lifecycle, full = None, False
+        leased = svc.cursors.release(
+            leased,
+            read_on=True,
+            delta_link=delta_link,
+            window_start=window[0],
+            round_started_at=started,
+            last_success=now(),
+        )
     svc.health.success(mapping.resource_id)
     if any(counts.values()):
         svc.history.record(
@@ -121,6 +136,7 @@ def _apply_round(
     mailbox = mapping.mailbox
     stored = svc.blockers.for_mailbox(mailbox)
     digests = {bid: b.content_hash for bid, b in stored.items()}
+    sent = {bid: b.sequence for bid, b in stored.items()}  # each blocker's last sequence
     # What this service had written before the read: only a full read needs it (to find
     # projections that are gone); each page reads the index again anyway.
     projections = svc.links.projections(mailbox) if link is None else {}
@@ -152,12 +168,18 @@ def _apply_round(
             # Queued before it is recorded as sent: a worker that dies in between leaves the
             # digest unchanged, and the redelivered read (the delta link is stored only once the
             # round is complete) sends it again.
-            svc.platform.emit("blocker.upserted", blocker.resource_id, blocker.to_json())
-            svc.blockers.put(blocker)
+            sequence = svc.platform.emit(
+                "blocker.upserted",
+                blocker.resource_id,
+                blocker.to_json(),
+                after=sent.get(blocker.id, 0),
+            )
+            svc.blockers.put(replace(blocker, sequence=sequence))
             digests[blocker.id] = blocker.content_hash
+            sent[blocker.id] = sequence
             counts["upserted"] += 1
         for bid in plan.deletes:
-            _delete(svc, mapping, bid, digests)
+            _delete(svc, mapping, bid, digests, sent)
             counts["deleted"] += 1
         drifted.update(plan.drifted)
         if link is None:  # a full read: remember everything Outlook still shows
@@ -170,7 +192,7 @@ def _apply_round(
     if link is None:
         # Only after the whole window was read without error: what is gone is really gone.
         for bid in plan_full_round(seen=seen, stored=digests):
-            _delete(svc, mapping, bid, digests)
+            _delete(svc, mapping, bid, digests, sent)
             counts["deleted"] += 1
         drifted.update(missing_projections(projections, shown, window))
     for booking_id in sorted(drifted):
@@ -179,9 +201,11 @@ def _apply_round(
     return counts, (last.delta_link if last else link)
 
 
-def _delete(svc: Services, mapping: Mapping, bid: str, digests: dict[str, str]) -> None:
+def _delete(
+    svc: Services, mapping: Mapping, bid: str, digests: dict[str, str], sent: dict[str, int]
+) -> None:
     # Queued before the mirror forgets it, as for upserts: a redelivery deletes it again.
-    svc.platform.emit("blocker.deleted", mapping.resource_id, {"id": bid})
+    svc.platform.emit("blocker.deleted", mapping.resource_id, {"id": bid}, after=sent.get(bid, 0))
     svc.blockers.delete(mapping.mailbox, bid)
     digests.pop(bid, None)
 

@@ -316,14 +316,17 @@ def _finish(svc: Services, booking: Booking, link: Link, projection: dict[str, A
 def _hand_over(svc: Services, link: Link) -> Link:
     """Emit what the link owes the platform, then empty its outbox. The emptying is guarded by
     the ETag: a worker that wrote the link since replaced its outbox with what is owed now."""
+    sequence = link.sequence
     for owed in link.outbox:
-        svc.platform.emit(owed.type, owed.resource_id, owed.data, at_once=True)
+        sequence = svc.platform.emit(
+            owed.type, owed.resource_id, owed.data, at_once=True, after=sequence
+        )
         if owed.type == "booking.conflict":
             svc.history.add(owed.resource_id, "booking.conflict", link.booking_id, "conflict",
                 f"overlaps {len(owed.data['conflicts'])} Outlook event(s) in {link.mailbox}",
             )  # fmt: skip
     try:
-        return svc.links.save(replace(link, outbox=()))
+        return svc.links.save(replace(link, outbox=(), sequence=sequence))
     except ConflictError:
         return link
 

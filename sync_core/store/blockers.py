@@ -21,9 +21,16 @@ COLUMNS = {
     "ShowAs": "show_as",
     "Title": "title",
     "ContentHash": "content_hash",
+    "Sequence": "sequence",
 }
 # What a column the table left out (it keeps no empty values, and older rows lack some) reads as.
-ABSENT: dict[str, object] = {"ICalUId": None, "AllDay": False, "Title": None, "ContentHash": ""}
+ABSENT: dict[str, object] = {
+    "ICalUId": None,
+    "AllDay": False,
+    "Title": None,
+    "ContentHash": "",
+    "Sequence": 0,
+}
 
 
 def _entity(blocker: Blocker) -> Entity:
@@ -73,5 +80,5 @@ class BlockerRepository:
         self._recent.forget(blocker.mailbox)
 
     def delete(self, mailbox: str, blocker_id: str) -> None:
-        self.tables.delete(self.TABLE, encode_key(mailbox), encode_key(blocker_id))
+        self.tables.delete(self.TABLE, encode_key(mailbox), encode_key(blocker_id), blind=True)
         self._recent.forget(mailbox)

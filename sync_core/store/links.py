@@ -48,6 +48,7 @@ class Link:
     web_link: str | None = None
     join_url: str | None = None
     outbox: tuple[Owed, ...] = ()  # in order; emptied once handed over
+    sequence: int = 0  # of the last event handed over for this booking
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     etag: str | None = None
 
@@ -69,6 +70,7 @@ def _entity(link: Link) -> Entity:
         "WebLink": link.web_link,
         "JoinUrl": link.join_url,
         "UpdatedAt": link.updated_at,
+        "Sequence": link.sequence,
     }
     if link.outbox:
         owed = [{"type": o.type, "resource_id": o.resource_id, "data": o.data} for o in link.outbox]
@@ -95,6 +97,7 @@ def _link(entity: Entity) -> Link:
             for o in json.loads(get_text(entity, "Outbox") or "[]")
         ),
         updated_at=entity["UpdatedAt"],
+        sequence=int(entity.get("Sequence", 0)),
         etag=entity.get("etag"),
     )
 

@@ -1,5 +1,5 @@
-"""Small record stores the sync directions share: per-resource sequences and the latest
-booking states (with the webhook ids that delivered them).
+"""Small records the sync directions share: the sequence clock of outbound events and the
+latest booking states (with the webhook ids that delivered them).
 """
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -35,45 +37,25 @@ def get_text(entity: Entity, name: str) -> str:
     return "".join(entity[f"{name}{i}"] for i in range(int(entity.get(f"{name}Parts", 0))))
 
 
-class Sequences:
-    """A monotonic counter per resource: every outbound event carries the next value.
+class SequenceClock:
+    """The ``sequence`` of outbound events (SPEC §3.3), without a shared counter to contend for.
 
-    Increments are ETag-guarded, so instances never hand out the same number. Within one
-    process a lock per resource and the last seen ETag make an increment a single write.
+    A hybrid logical clock: microseconds since the epoch, raised past the last number this
+    process gave out and past ``after``, the last number sent for the same object (a blocker's
+    row, a booking's link keeps it). So numbers grow per object whatever the instances' clocks
+    say, and per resource as far as their clocks agree; platforms compare them per object.
+    Numbers from the earlier per-resource counter are far smaller, so they stay older.
     """
 
-    TABLE = "sequences"
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
 
-    def __init__(self, tables: TableStore) -> None:
-        self.tables = tables
-        self._known: dict[str, tuple[int, str]] = {}  # resource → (value, etag) last written
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def _lock(self, key: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def next(self, resource_id: str) -> int:
-        key = encode_key(resource_id)
-        with self._lock(key):
-            for _ in range(50):
-                known = self._known.get(key)
-                if known is None:
-                    current = self.tables.get(self.TABLE, "sequence", key)
-                    known = (int(current["Value"]), current["etag"]) if current else None
-                try:
-                    if known is None:
-                        entity = {"PartitionKey": "sequence", "RowKey": key, "Value": 1}
-                        self._known[key] = (1, self.tables.insert(self.TABLE, entity))
-                        return 1
-                    value = known[0] + 1
-                    entity = {"PartitionKey": "sequence", "RowKey": key, "Value": value}
-                    self._known[key] = (value, self.tables.replace(self.TABLE, entity, known[1]))
-                    return value
-                except ConflictError:
-                    self._known.pop(key, None)  # another instance took a number; read again
-        raise ConflictError(f"sequences: could not advance {resource_id!r} under contention")
+    def next(self, after: int = 0) -> int:
+        with self._lock:
+            self._last = max(self._clock() // 1000, self._last + 1, after + 1)
+            return self._last
 
 
 Saved = Literal["new", "duplicate", "stale"]

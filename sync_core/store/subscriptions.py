@@ -6,6 +6,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sync_core.store.tables import ConflictError, Entity, TableStore, decode_key, encode_key
 
@@ -213,6 +214,9 @@ class Cursor:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     last_success: datetime | None = None
+    # Set while the lease is held when a notification arrived during the read: the holder reads
+    # once more before it gives the lease back.
+    read_again: datetime | None = None
     etag: str | None = None
 
 
@@ -234,12 +238,16 @@ class CursorRepository:
             lease_owner=entity.get("LeaseOwner") or None,
             lease_until=entity.get("LeaseUntil"),
             last_success=entity.get("LastSuccess"),
+            read_again=entity.get("ReadAgain"),
             etag=entity.get("etag"),
         )
 
-    def acquire(self, mailbox: str, seconds: int = 300) -> Cursor | None:
-        """Take the mailbox's lease; None if another worker holds it (ETag-guarded)."""
-        cursor = self.get(mailbox)
+    def acquire(
+        self, mailbox: str, seconds: int = 300, current: Cursor | None = None
+    ) -> Cursor | None:
+        """Take the mailbox's lease; None if another worker holds it (ETag-guarded).
+        ``current``: the cursor as just read, to save reading it again."""
+        cursor = current or self.get(mailbox)
         now = datetime.now(UTC)
         if cursor.lease_owner and cursor.lease_until and cursor.lease_until > now:
             return None
@@ -251,9 +259,44 @@ class CursorRepository:
         except ConflictError:
             return None  # someone else took it between our read and write
 
-    def release(self, cursor: Cursor, **changes: object) -> Cursor:
-        """Store the new position and give the lease back (only if still ours)."""
-        return self._write(replace(cursor, lease_owner=None, lease_until=None, **changes))  # type: ignore[arg-type]
+    def ask_again(self, mailbox: str, requested: datetime | None) -> bool | None:
+        """While another worker reads ``mailbox``: make sure it reads once more when done.
+        True if that was asked now, False if it already was, None if nobody holds the lease
+        (any more): then the caller reads itself."""
+        for _ in range(20):
+            cursor = self.get(mailbox)
+            if not (cursor.lease_until and cursor.lease_until > datetime.now(UTC)):
+                return None
+            if cursor.read_again is not None:
+                return False  # a read that starts after this moment is owed already
+            try:
+                self._write(replace(cursor, read_again=requested or datetime.now(UTC)))
+            except ConflictError:
+                continue
+            return True
+        return None
+
+    def release(
+        self, cursor: Cursor, *, read_on: bool = False, seconds: int = 300, **changes: Any
+    ) -> Cursor | None:
+        """Store the new position (``changes``) and give the lease back. With ``read_on``, when
+        a notification asked for another read meanwhile (:meth:`ask_again`), keep the lease
+        instead and return the cursor to read on from; without, that request is dropped (the
+        read failed, and its retry reads anyway)."""
+        try:
+            self._write(replace(cursor, lease_owner=None, lease_until=None, **changes))
+            return None
+        except ConflictError:
+            current = self.get(cursor.mailbox)
+            if current.lease_owner != cursor.lease_owner or current.read_again is None:
+                raise  # the lease lapsed and was taken over
+        if not read_on:
+            self._write(
+                replace(current, lease_owner=None, lease_until=None, read_again=None, **changes)
+            )
+            return None
+        until = datetime.now(UTC) + timedelta(seconds=seconds)
+        return self._write(replace(current, read_again=None, lease_until=until, **changes))
 
     def _write(self, cursor: Cursor) -> Cursor:
         entity: Entity = {
@@ -265,6 +308,7 @@ class CursorRepository:
             "LeaseOwner": cursor.lease_owner or "",
             "LeaseUntil": cursor.lease_until,
             "LastSuccess": cursor.last_success,
+            "ReadAgain": cursor.read_again,
         }
         if cursor.etag is None:
             etag = self.tables.insert(self.TABLE, entity)

@@ -43,7 +43,7 @@ def stored(storage: str, table: str) -> list[dict[str, Any]]:
 
 def assert_nothing_written(storage: str) -> None:
     assert stored(storage, "bookings") == []
-    assert stored(storage, "webhookids") == []
+    assert stored(storage, "openwork") == []
 
 
 def test_accepted_then_duplicate(product: PlatformSim, storage: str) -> None:

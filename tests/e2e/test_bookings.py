@@ -211,7 +211,7 @@ def test_a_crash_between_the_graph_write_and_the_link_write_leaves_one_event(
 ) -> None:
     event = platform.booking_event(resource_id="room-42")
     booking_id = event["data"]["id"]
-    svc.bookings.save_if_newer(booking_id, 1, event)
+    svc.bookings.save(booking_id, 1, event, "msg_1")
 
     # Storage fails at the moment the link would record the created event: the worker dies.
     real_update = TableClient.update_entity
@@ -255,8 +255,8 @@ def test_a_carried_event_that_was_overtaken_still_converges(
     booking_id = first["data"]["id"]
     second = platform.booking_event(resource_id="room-42", id=booking_id, version=2, title="Second")
     third = platform.booking_event(resource_id="room-42", id=booking_id, version=3, title="Third")
-    for event in (first, second):
-        svc.bookings.save_if_newer(booking_id, event["data"]["version"], event)
+    for webhook_id, event in (("msg_1", first), ("msg_2", second)):
+        svc.bookings.save(booking_id, event["data"]["version"], event, webhook_id)
 
     def subjects() -> list[str]:
         return [e["subject"] for e in ours(tenant, ROOM_A, booking_id)]
@@ -272,6 +272,6 @@ def test_a_carried_event_that_was_overtaken_still_converges(
     assert subjects() == ["Second"]
 
     # A redelivered message reads the stored state, whatever it carries.
-    svc.bookings.save_if_newer(booking_id, 3, third)
+    svc.bookings.save(booking_id, 3, third, "msg_3")
     bookings.apply(svc, {"booking_id": booking_id, "attempt": 1, "event": first}, redelivered=True)
     assert subjects() == ["Third"]

@@ -4,7 +4,7 @@ Over 10,000 hypothesis-generated hostile inputs go in-process through ``serve`` 
 handlers the function app runs, with a real ``Services`` on Azurite and the simulated tenant; a
 smaller sample goes over real HTTP through the local function host. For every input: no 5xx,
 every 4xx is ``application/problem+json``, and nothing rejected changes any state (rows in
-``bookings``, ``webhookids``, ``mappings``, ``links``; messages in ``apply-booking`` and
+``bookings``, ``openwork``, ``mappings``, ``links``; messages in ``apply-booking`` and
 ``sync-mailbox``).
 
 Classes every route gets: integers past 32 and 64 bits, negative ones, floats and bools wherever
@@ -46,7 +46,7 @@ from sync_core.web import MAX_BODY_BYTES, PROBLEM_JSON, Request, Response, json_
 from sync_core.webhooks import sign
 from tests.conftest import FUNCTION_KEY, KEY_HEADER, ROOM_A, LocalHost
 
-TABLES = ("bookings", "webhookids", "mappings", "links")
+TABLES = ("bookings", "openwork", "mappings", "links")
 QUEUES = (APPLY_BOOKING, SYNC_MAILBOX)
 MAPPED = "room-42"
 

@@ -13,7 +13,7 @@ from sync_core.clock import now
 from sync_core.store.blockers import Blocker, BlockerRepository
 from sync_core.store.mappings import Mapping, MappingRepository
 from sync_core.store.queues import QueueStore, decode_message, encode_message
-from sync_core.store.records import BookingStates, Sequences
+from sync_core.store.records import BookingStates
 from sync_core.store.tables import (
     ConflictError,
     Entity,
@@ -319,13 +319,3 @@ def test_the_largest_booking_version_is_stored_and_nothing_is_newer(tables: Tabl
     stored = BookingStates(tables).get("b-max")
     assert stored is not None and stored.version == 2**63 - 1
     assert BookingStates(tables).save("b-max", 2**63 - 1, {"v": 3}, "wh-15") == "stale"
-
-
-def test_sequences_count_past_int32(tables: TableStore) -> None:
-    tables.insert(
-        Sequences.TABLE, {"PartitionKey": "sequence", "RowKey": "room-1", "Value": 2**31 - 2}
-    )
-    here = Sequences(tables)
-    assert [here.next("room-1") for _ in range(3)] == [2**31 - 1, 2**31, 2**31 + 1]
-    assert Sequences(tables).next("room-1") == 2**31 + 2  # another instance reads it back
-    assert here.next("room-1") == 2**31 + 3  # its own ETag was stale: read again

@@ -48,6 +48,9 @@ DRAIN_BYTES = 1024 * 1024  # read and dropped at most after an early answer, so 
 DRAIN_SECONDS = 1.0
 
 
+# On every answer: which instance (0-based, DEVHOST_INSTANCES) served it.
+INSTANCE_HEADER = "x-devhost-instance"
+
 MASTER_KEY_SETTING = "FUNCTIONS_KEY"
 HOST_KEYS_SETTING = "FUNCTIONS_HOST_KEYS"
 FUNCTION_KEYS_SETTING = "FUNCTIONS_FUNCTION_KEYS"
@@ -211,7 +214,13 @@ class DevServer(ThreadingHTTPServer):
         route_prefix: str,
         invoker: Invoker,
         keys: Keys,
+        instance: int = 0,
+        reuse_port: bool = False,
     ) -> None:
+        # Several instances bind the same port (SO_REUSEPORT): the kernel spreads the incoming
+        # connections over them, as Azure's front end spreads requests over a scaled-out app.
+        self.allow_reuse_port = reuse_port
+        self.instance = instance
         super().__init__(address, Handler)
         self.functions = {fn.name.lower(): fn for fn in functions}
         self.routes = routes
@@ -474,6 +483,7 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header(INSTANCE_HEADER, str(self.server.instance))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()

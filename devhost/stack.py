@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,9 @@ def start_platform(
     ).start()
 
 
+INSTANCE_LINE = re.compile(r"^Instance (\d+): pid (\d+)$", re.MULTILINE)
+
+
 class HostProcess:
     """``python -m devhost``: the function app served on ``base``.
 
@@ -90,6 +94,14 @@ class HostProcess:
     the host, fills in the rest.
 
     The output goes to ``log`` (a new temporary file when None), or to this console.
+
+    ``instances`` > 1 (``DEVHOST_INSTANCES``; otherwise what ``settings`` say, else 1) scales the
+    app out: ``process`` is instance 0, which starts the others on the same port (the kernel
+    spreads connections over them; each answer names its instance in ``x-devhost-instance``)
+    and stops them with itself. Instance 0 prints ``Instance K: pid P`` for each instance, then
+    ``Host started``; :meth:`wait_ready` waits for that line, :meth:`instance_pids` reads the
+    pids from the log and :meth:`kill_instance` SIGKILLs one instance (the others go on
+    serving, and take over its timers once their leases lapse).
     """
 
     def __init__(
@@ -102,10 +114,15 @@ class HostProcess:
         console: bool = False,
         isolated: bool = True,
         boot: str | None = None,
+        instances: int = 1,
     ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = dict(settings)
+        if instances != 1 or (isolated and "DEVHOST_INSTANCES" not in self.env):
+            self.env["DEVHOST_INSTANCES"] = str(instances)  # not the shell's, when isolated
+        raw = self.env.get("DEVHOST_INSTANCES", "1").strip()
+        self.instances = int(raw) if raw.isdigit() else 1  # a bad value: the host says so
         if isolated:
             self.env["PUBLIC_BASE_URL"] = self.base
             full_env = {k: v for k, v in os.environ.items() if not k.startswith("AzureWebJobs")}
@@ -145,14 +162,53 @@ class HostProcess:
         return StackError(f"{message}:\n{output}" if output else message)
 
     def wait_ready(self, timeout: float = 30.0) -> HostProcess:
-        """Wait until the host accepts connections."""
+        """Wait until the host accepts connections (with several instances and a log: until
+        every instance serves)."""
+        deadline = time.monotonic() + timeout
         try:
             wait_port(self.port, self.process, "the local function host", timeout)
         except StackError:
             if self.process.poll() is not None:
                 raise self._exited() from None
             raise
+        if self.instances > 1 and self.log:
+            while "Host started" not in self.output():
+                if self.process.poll() is not None:
+                    raise self._exited()
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"the {self.instances} instances did not start within {timeout:.0f} s"
+                    )
+                time.sleep(0.05)
         return self
+
+    def instance_pids(self) -> dict[int, int]:
+        """Instance number → pid, from the lines instance 0 prints before ``Host started``
+        (call after :meth:`wait_ready`; needs a log, not the console)."""
+        if self.instances == 1:
+            return {0: self.process.pid}
+        if not self.log:
+            raise StackError("the instances' pids are read from the log; this host has none")
+        pids = {int(k): int(pid) for k, pid in INSTANCE_LINE.findall(self.output())}
+        if len(pids) != self.instances:
+            raise StackError(f"the log names {len(pids)} of {self.instances} instances")
+        return pids
+
+    def kill_instance(self, instance: int, timeout: float = 10.0) -> None:
+        """SIGKILL one instance and wait until it is gone: reaped by instance 0 (within half a
+        second), so all its threads have exited and its socket has left the port (a zombie
+        leader's other threads may still hold it). The others go on. Instance 0 is the launched
+        process: see :meth:`kill`."""
+        if instance == 0:
+            self.kill()
+            return
+        pid = self.instance_pids()[instance]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists():
+            if time.monotonic() > deadline:
+                raise StackError(f"instance {instance} (pid {pid}) still runs after SIGKILL")
+            time.sleep(0.05)
 
     def wait_healthy(self, timeout: float = 30.0) -> HostProcess:
         """Wait until the product's health endpoint answers 200."""
@@ -189,6 +245,15 @@ class HostProcess:
         """Stop the host; return what it wrote."""
         stop_process(self.process)
         return self.output()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class TenantProcess:
@@ -259,11 +324,14 @@ class Stack:
     ``values`` (the example settings) may be changed before ``start``.
     """
 
-    def __init__(self, name: str, worker_processes: int = 1, *, function_key: str) -> None:
+    def __init__(
+        self, name: str, worker_processes: int = 1, *, function_key: str, instances: int = 1
+    ) -> None:
         self.state = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.values: dict[str, Any] = example_settings()
         self.function_key = function_key
         self.worker_processes = worker_processes
+        self.instances = instances
 
     def start(self) -> Stack:
         self.azurite = Azurite().start()
@@ -277,7 +345,9 @@ class Stack:
             "FUNCTIONS_KEY": self.function_key,
             "FUNCTIONS_WORKER_PROCESS_COUNT": str(self.worker_processes),
         }
-        self.host = HostProcess(settings, log=self.state / "devhost.log").wait_ready()
+        self.host = HostProcess(
+            settings, log=self.state / "devhost.log", instances=self.instances
+        ).wait_ready()
         self.base = self.host.base
         self.env = self.host.env
         self.platform.product_url = self.base

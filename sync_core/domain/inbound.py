@@ -80,6 +80,7 @@ class Own(NamedTuple):
     digest: str = ""  # observable digest of what was written; "" while not known yet
     start: datetime | None = None
     end: datetime | None = None
+    change_key: str = ""  # the event's changeKey after this service's last write to it
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sync_core.clock import iso, now
@@ -23,9 +24,8 @@ MAX_SUBSCRIPTION_ID = 128
 class NotificationGate:
     """Per-process memory that keeps the notification endpoint fast under bursts.
 
-    Subscription records are cached briefly (they change only when renewed or recreated). Each
-    request queues one read per mailbox it names, to run at once; how a burst shares reads is
-    decided where they run, across instances (``sync_core.inbound.sync``).
+    Subscription records are cached briefly (they change only when renewed or recreated), and
+    reads are queued at most once per ``WINDOW`` and mailbox (:meth:`queue_read`).
 
     The routes are anonymous, so what one request can cost is bounded too (:meth:`records`):
     each distinct subscription id is looked up once per request, a few with point reads and
@@ -42,6 +42,7 @@ class NotificationGate:
     """
 
     TTL = 300.0
+    WINDOW = timedelta(milliseconds=250)  # reads of a mailbox queued here at most this often
     UNKNOWN_TTL = 30.0  # seconds an id found nowhere is taken as unknown without a read
     MAX_UNKNOWN = 10_000  # unknown ids remembered at most
     POINT_READS = 3  # up to this many ids are looked up one by one; more with one query
@@ -55,6 +56,8 @@ class NotificationGate:
         self._listing: tuple[float, set[str]] | None = None  # when, the ids every query found
         self._last_miss = float("-inf")  # when an id was last found nowhere
         self._writes = 0  # svc.subscriptions.writes the two above hold for
+        # mailbox → (when the read queued last starts, whether it may be skipped as an echo)
+        self._queued: dict[str, tuple[datetime, bool]] = {}
 
     def record(
         self, svc: Services, subscription_id: str, fresh: bool = False
@@ -128,7 +131,36 @@ class NotificationGate:
     def _loader(svc: Services, subscription_id: str) -> Callable[[], SubscriptionRecord | None]:
         return lambda: svc.subscriptions.by_id(subscription_id)
 
-    def queue_read(self, svc: Services, mailbox: str) -> None:
-        """Queue a read of ``mailbox`` that covers every change before now. It runs at once;
-        a read already running elsewhere reads once more instead (``sync_mailbox``)."""
-        svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "requested": iso(now(), "microseconds")})
+    def queue_read(
+        self, svc: Services, mailbox: str, changed: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Make sure a read of ``mailbox`` that starts after now is queued.
+
+        After a quiet spell the read runs at once. This process queues reads of one mailbox
+        at most once per ``WINDOW``: a notification within it is covered by the read queued
+        for the window's end, so a burst costs a few messages and reads, and none waits longer
+        than the window. Across instances, a read that notifications arrived during reads once
+        more when done (``sync_mailbox``).
+
+        ``changed``: the (event id, changeKey) of every change notified, when all are known, so
+        a read of nothing but this service's own writes can be skipped; such a message covers
+        nothing else.
+        """
+        moment = now()
+        with self._lock:
+            last = self._queued.get(mailbox)
+            if last is not None and last[0] > moment and not last[1]:
+                return  # the read queued for the window's end starts after this moment
+            spaced = last is not None and not last[1] and moment - last[0] < self.WINDOW
+            horizon = last[0] + self.WINDOW if last is not None and spaced else moment
+            self._queued[mailbox] = (horizon, bool(changed))
+        message: dict[str, object] = {"mailbox": mailbox, "requested": iso(horizon, "microseconds")}
+        if changed:
+            message["changed"] = [list(pair) for pair in changed]
+        try:
+            svc.queues.send(SYNC_MAILBOX, message)
+        except BaseException:
+            with self._lock:  # nothing was queued: the next notification must queue again
+                if self._queued.get(mailbox) == (horizon, bool(changed)):
+                    self._queued.pop(mailbox, None)
+            raise

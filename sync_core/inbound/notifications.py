@@ -27,11 +27,29 @@ def receive_notifications(svc: Services, body: Any) -> int:
     """A batch of change notifications (``{"value": [...]}``): queue a read of each mailbox
     that a checked item is about. How many mailboxes that is."""
     items = _notifications(body)
-    mailboxes = {m for m in _verified_mailboxes(svc, items, "notification") if m}
-    for mailbox in sorted(mailboxes):
+    versions: dict[str, list[tuple[str, str]] | None] = {}
+    for item, mailbox in zip(items, _verified_mailboxes(svc, items, "notification"), strict=True):
+        if mailbox is not None:
+            seen = versions.setdefault(mailbox, [])
+            version = _version(item)
+            versions[mailbox] = None if seen is None or version is None else [*seen, version]
+    for mailbox, changed in sorted(versions.items()):
         # A failure here propagates as a 5xx, so Graph delivers the batch again.
-        svc.gate.queue_read(svc, mailbox)
-    return len(mailboxes)
+        svc.gate.queue_read(svc, mailbox, changed)
+    return len(versions)
+
+
+def _version(item: dict[str, Any]) -> tuple[str, str] | None:
+    """The event id and changeKey a created or updated notification names (Outlook's
+    ``resourceData`` carries both: ``id`` and ``@odata.etag``, ``W/"<changeKey>"``)."""
+    data = item.get("resourceData")
+    if item.get("changeType") not in ("created", "updated") or not isinstance(data, dict):
+        return None
+    event_id, etag = data.get("id"), data.get("@odata.etag")
+    if not isinstance(event_id, str) or not isinstance(etag, str) or not event_id:
+        return None
+    key = etag.removeprefix("W/").strip('"')
+    return (event_id, key) if key else None
 
 
 def receive_lifecycle(svc: Services, body: Any) -> int:

@@ -9,6 +9,7 @@ and ``blocker.upserted`` / ``blocker.deleted`` through ``deliver``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_BUSY_DELAY = 2  # seconds before a sync that found the mailbox busy tries again
+MAX_HORIZON_WAIT = 1.0  # seconds a queued read waits at most for its window's end
 
 
 def _mapping_for(svc: Services, mailbox: str) -> Mapping | None:
@@ -62,6 +64,11 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         and cursor.round_started_at >= requested
     ):
         return  # a read that began after this notification already covered it
+    if requested is not None and requested > now():
+        # Queued for the end of a burst's window (at most NotificationGate.WINDOW away).
+        time.sleep(min(MAX_HORIZON_WAIT, (requested - now()).total_seconds()))
+    if not full and _only_own_writes(svc, mailbox, message.get("changed")):
+        return  # the echo of this service's own create or update: nothing to read
     leased = svc.cursors.acquire(mailbox, current=cursor)
     if leased is None and not full:
         asked = svc.cursors.ask_again(mailbox, requested)
@@ -115,6 +122,22 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
                 detail=", ".join(f"{n} {what}" for what, n in counts.items() if n),
             )
         )
+
+
+def _only_own_writes(svc: Services, mailbox: str, changed: Any) -> bool:
+    """Whether every notified change is this service's own last write to one of its events:
+    the event id is in the projection index with the changeKey Graph answered that write.
+    A person's edit gets a new changeKey, and a read then follows."""
+    if not isinstance(changed, list) or not changed:
+        return False
+    own = svc.links.projections(mailbox)
+    return all(
+        isinstance(pair, list)
+        and len(pair) == 2
+        and (written := own.get(str(pair[0]))) is not None
+        and written.change_key == pair[1]
+        for pair in changed
+    )
 
 
 def _read(

@@ -279,6 +279,7 @@ def _record(
         content_hash=content_hash(prints),
         web_link=written.get("webLink") or link.web_link,
         join_url=join_url,
+        change_key=str(written.get("changeKey") or ""),
     )
     # The outcome is owed from the moment the calendar's state is recorded: one write for both.
     owed = (*_conflicts(svc, booking, target, event_id), _synced(booking, done, warnings))
@@ -302,6 +303,7 @@ def _index(svc: Services, booking: Booking, link: Link, projection: dict[str, An
         link.event_id,
         observable_digest(projection),
         booking.calendar_span(),
+        link.change_key,
     )
 
 

@@ -49,6 +49,7 @@ class Link:
     join_url: str | None = None
     outbox: tuple[Owed, ...] = ()  # in order; emptied once handed over
     sequence: int = 0  # of the last event handed over for this booking
+    change_key: str = ""  # the event's changeKey as Graph answered this service's last write
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     etag: str | None = None
 
@@ -71,6 +72,7 @@ def _entity(link: Link) -> Entity:
         "JoinUrl": link.join_url,
         "UpdatedAt": link.updated_at,
         "Sequence": link.sequence,
+        "ChangeKey": link.change_key,
     }
     if link.outbox:
         owed = [{"type": o.type, "resource_id": o.resource_id, "data": o.data} for o in link.outbox]
@@ -98,6 +100,7 @@ def _link(entity: Entity) -> Link:
         ),
         updated_at=entity["UpdatedAt"],
         sequence=int(entity.get("Sequence", 0)),
+        change_key=entity.get("ChangeKey") or "",
         etag=entity.get("etag"),
     )
 
@@ -146,6 +149,7 @@ class LinkRepository:
         event_id: str = "",
         digest: str = "",
         span: tuple[datetime, datetime] | None = None,
+        change_key: str = "",
     ) -> None:
         self.tables.upsert(
             self.INDEX,
@@ -157,6 +161,7 @@ class LinkRepository:
                 "Digest": digest,
                 "Start": span[0] if span else None,
                 "End": span[1] if span else None,
+                "ChangeKey": change_key,
             },
         )
 
@@ -168,7 +173,13 @@ class LinkRepository:
         transaction id (for creates whose event id is not recorded yet)."""
         found: dict[str, Own] = {}
         for e in self.tables.query(self.INDEX, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}):
-            own = Own(str(e["BookingId"]), str(e.get("Digest") or ""), e.get("Start"), e.get("End"))
+            own = Own(
+                str(e["BookingId"]),
+                str(e.get("Digest") or ""),
+                e.get("Start"),
+                e.get("End"),
+                str(e.get("ChangeKey") or ""),
+            )
             found[TRANSACTION_PREFIX + decode_key(e["RowKey"])] = own
             if e.get("EventId"):
                 found[str(e["EventId"])] = own

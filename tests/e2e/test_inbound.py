@@ -471,3 +471,41 @@ def test_a_subscription_created_but_never_recorded_is_deleted(
     kept = svc.subscriptions.by_mailbox(ROOM_A)
     assert kept is not None and kept.subscription_id in ids  # the recorded one stays
     assert svc.subscriptions.unfinished(timedelta(0)) == []
+
+
+def test_the_echo_of_an_own_write_is_not_read_and_a_person_s_edit_is(stack: Stack) -> None:
+    """Outlook's notification names the event and its changeKey: when that is the version this
+    service just wrote, nothing is read; a person's edit of the same event is read (and the
+    booking's event repaired)."""
+    host, platform, tenant = stack
+    idle(host)
+    quiet(tenant)
+    tenant.control.clear_deliveries()
+    booking = platform.booking_event(resource_id="room-42", title="Echo")
+    assert platform.send_booking(booking).status_code == 202
+    booking_id = str(booking["data"]["id"])
+    wait(
+        lambda: [
+            r for r in platform.received("booking.synced") if r["data"]["booking_id"] == booking_id
+        ],
+        what="the booking to be synced",
+    )
+    (written,) = [e for e in tenant.control.events(ROOM_A) if e["subject"] == "Echo"]
+    tenant.control.wait_for_deliveries(
+        lambda records: any(
+            item.get("changeType") == "created" and written["id"] in str(item.get("resource"))
+            for r in records
+            if r.get("status") == 202
+            for item in r["items"]
+        ),
+        timeout=15,
+    )
+    idle(host)
+    assert delta_reads(tenant) == 0  # the create's echo was recognised
+
+    tenant.control.update_event(ROOM_A, written["id"], {"subject": "Changed by a person"})
+    wait(lambda: delta_reads(tenant) >= 1, what="the person's edit to be read")
+    wait(
+        lambda: tenant.control.event(ROOM_A, written["id"])["subject"] == "Echo",
+        what="the booking's event to be repaired",
+    )

@@ -1,4 +1,4 @@
-"""Several processes competing for the work, as several instances of the app do in Azure.
+"""Several instances of the app competing for the work, as in Azure.
 
 Graph's per-mailbox limit (four requests in flight, then 429 "MailboxConcurrency") is enforced by
 the simulated tenant; every event request there takes 200 ms, so a burst keeps the limit busy.
@@ -23,26 +23,25 @@ BURST = 40
 
 
 @pytest.fixture
-def three_processes(
+def three_instances(
     tenant_env: dict[str, str], platform: PlatformSim, tenant: Sandbox
 ) -> Iterator[tuple[LocalHost, PlatformSim, Sandbox]]:
     env = tenant_env | {
         "FUNCTIONS_KEY": FUNCTION_KEY,
         "PLATFORM_WEBHOOK_URL": platform.webhook_url,
         "RETRY_BASE_SECONDS": "1",
-        "FUNCTIONS_WORKER_PROCESS_COUNT": "3",
     }
-    host = LocalHost(env).wait_ready()
+    host = LocalHost(env, instances=3).wait_ready()
     platform.product_url = host.base
     host.map("room-42", ROOM_A)
     yield host, platform, tenant
     host.stop()
 
 
-def test_a_burst_into_one_room_from_three_processes_is_never_throttled(
-    three_processes: tuple[LocalHost, PlatformSim, Sandbox],
+def test_a_burst_into_one_room_from_three_instances_is_never_throttled(
+    three_instances: tuple[LocalHost, PlatformSim, Sandbox],
 ) -> None:
-    host, platform, tenant = three_processes
+    host, platform, tenant = three_instances
     tenant.control.add_fault(r".*/events.*", action="delay", delay=0.2, probability=1.0)
     tenant.control.clear_requests()
     events = [platform.booking_event(resource_id="room-42", title=f"B{i}") for i in range(BURST)]

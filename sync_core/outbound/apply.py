@@ -78,7 +78,9 @@ def _apply(svc: Services, message: dict[str, Any], booking_id: str, *, redeliver
     attempt = int(message.get("attempt", 1))
     carried = None if redelivered else message.get("event")
     if carried is not None:
-        body, link = carried, svc.links.get(booking_id)
+        # A booking's first state has no link yet; should one appear meanwhile (a concurrent
+        # try), the insert of the pending link fails and the redelivery reads it.
+        body, link = carried, None if message.get("first") else svc.links.get(booking_id)
     else:
         stored, link = svc.both(
             lambda: svc.bookings.get(booking_id), lambda: svc.links.get(booking_id)

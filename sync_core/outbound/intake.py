@@ -77,6 +77,8 @@ def accept(svc: Services, webhook_id: str, payload: Any) -> Receipt:
         }
         if _fits(body):
             message["event"] = body  # the first try need not read back what was just stored
+            if saved == "first":
+                message["first"] = True  # nor look for a link: none can exist yet
         svc.queues.send(APPLY_BOOKING, message)
     except (StoreError, AzureError) as exc:
         # Not accepted: the platform gets a 5xx and sends the event again later.

@@ -58,7 +58,7 @@ class SequenceClock:
             return self._last
 
 
-Saved = Literal["new", "duplicate", "stale"]
+Saved = Literal["first", "new", "duplicate", "stale"]
 KEPT_IDS = 16  # webhook ids a booking's row remembers (one per version kept)
 
 
@@ -100,7 +100,8 @@ class BookingStates:
         )
 
     def save(self, booking_id: str, version: int, event: dict[str, Any], webhook_id: str) -> Saved:
-        """Keep ``event`` if its version is newer than the stored one ("new"); "duplicate" if
+        """Keep ``event`` if its version is newer than the stored one ("new", or "first" when
+        nothing was stored for the booking); "duplicate" if
         ``webhook_id`` delivered a version already kept, "stale" if a newer one is kept.
 
         The row remembers the webhook ids of the last ``KEPT_IDS`` versions it kept, so a
@@ -139,7 +140,7 @@ class BookingStates:
             except (ConflictError, NotFoundError):
                 continue
             self._remember(booking_id, version, etag, ids)
-            return "new"
+            return "first" if current is None else "new"
         raise ConflictError(f"bookings: {booking_id!r} is being written concurrently")
 
     def _remember(self, booking_id: str, version: int, etag: str, ids: tuple[str, ...]) -> None:

@@ -191,7 +191,7 @@ def test_booking_states_keep_the_newest_version_across_instances(tables: TableSt
         return get(table, partition, row)
 
     tables.get = counted_get  # type: ignore[method-assign]
-    assert here.save("b-1", 1, {"v": 1}, "wh-1") == "new"
+    assert here.save("b-1", 1, {"v": 1}, "wh-1") == "first"
     assert here.save("b-1", 2, {"v": 2}, "wh-2") == "new"
     assert reads == []  # it replaced what it wrote itself, guarded by that ETag
     assert elsewhere.save("b-1", 4, {"v": 4}, "wh-3") == "new"
@@ -209,7 +209,7 @@ def test_booking_states_keep_the_newest_version_across_instances(tables: TableSt
 
 def test_a_redelivered_webhook_is_a_duplicate_in_every_process(tables: TableStore) -> None:
     here, elsewhere = BookingStates(tables), BookingStates(tables)  # two processes
-    assert here.save("b-2", 1, {"v": 1}, "msg-1") == "new"
+    assert here.save("b-2", 1, {"v": 1}, "msg-1") == "first"
     assert elsewhere.save("b-2", 1, {"v": 1}, "msg-1") == "duplicate"
     assert here.save("b-2", 2, {"v": 2}, "msg-2") == "new"
     assert elsewhere.save("b-2", 1, {"v": 1}, "msg-1") == "duplicate"  # older, but delivered
@@ -301,7 +301,7 @@ def test_booking_versions_past_int32_are_stored_and_compared_exactly(
     tables: TableStore, first: int
 ) -> None:
     here, elsewhere = BookingStates(tables), BookingStates(tables)
-    assert here.save("b-big", first, {"v": first}, "wh-8") == "new"
+    assert here.save("b-big", first, {"v": first}, "wh-8") == "first"
     stored = elsewhere.get("b-big")
     assert stored is not None and stored.version == first and stored.event == {"v": first}
     assert elsewhere.save("b-big", first - 1, {"v": "older"}, "wh-9") == "stale"
@@ -314,7 +314,7 @@ def test_booking_versions_past_int32_are_stored_and_compared_exactly(
 
 def test_the_largest_booking_version_is_stored_and_nothing_is_newer(tables: TableStore) -> None:
     states = BookingStates(tables)
-    assert states.save("b-max", 2**53 + 1, {"v": 1}, "wh-13") == "new"
+    assert states.save("b-max", 2**53 + 1, {"v": 1}, "wh-13") == "first"
     assert states.save("b-max", 2**63 - 1, {"v": 2}, "wh-14") == "new"
     stored = BookingStates(tables).get("b-max")
     assert stored is not None and stored.version == 2**63 - 1

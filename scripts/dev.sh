@@ -22,6 +22,14 @@ find_python() {
 
 stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
+# pip, quietly. A pip configured with local mirrors (extra-index-url file://...) warns once per
+# package a mirror lacks; those lines are dropped, everything else pip says is shown.
+pip_install() {
+  local python="$1" requirements="$2"
+  { "$python" -m pip install --quiet --disable-pip-version-check -r "$requirements" 2>&1 1>&3 \
+      | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2; } 3>&1
+}
+
 setup() {
   local python requirements_sha node_sha
   if [ ! -x "$PY" ]; then
@@ -32,7 +40,7 @@ setup() {
   requirements_sha="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
   if ! stamp_matches "$VENV/.requirements.sha" "$requirements_sha"; then
     log "installing Python packages (requirements-dev.txt)"
-    "$PY" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    pip_install "$PY" requirements-dev.txt
     echo "$requirements_sha" > "$VENV/.requirements.sha"
   fi
   command -v npm >/dev/null 2>&1 || { echo "error: Node.js 20 with npm is required for Azurite" >&2; exit 1; }
@@ -49,7 +57,7 @@ setup() {
   if [ ! -x "$VENV/infra/bin/checkov" ] || ! stamp_matches "$VENV/infra/.requirements.sha" "$infra_sha"; then
     log "installing the infrastructure checks (requirements-infra.txt) into $VENV/infra"
     [ -x "$VENV/infra/bin/python" ] || "$PY" -m venv "$VENV/infra"
-    "$VENV/infra/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+    pip_install "$VENV/infra/bin/python" requirements-infra.txt
     echo "$infra_sha" > "$VENV/infra/.requirements.sha"
   fi
   # The Bicep parser the tests read the templates with: a newer pycep-parser than checkov's pin,
@@ -59,7 +67,7 @@ setup() {
   if [ ! -x "$VENV/infra-parse/bin/python" ] || ! stamp_matches "$VENV/infra-parse/.requirements.sha" "$parse_sha"; then
     log "installing the Bicep parser (requirements-infra-parse.txt) into $VENV/infra-parse"
     [ -x "$VENV/infra-parse/bin/python" ] || "$PY" -m venv "$VENV/infra-parse"
-    "$VENV/infra-parse/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-infra-parse.txt
+    pip_install "$VENV/infra-parse/bin/python" requirements-infra-parse.txt
     echo "$parse_sha" > "$VENV/infra-parse/.requirements.sha"
   fi
 }

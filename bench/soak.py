@@ -55,7 +55,7 @@ WORK_QUEUES = ("apply-booking", "sync-mailbox", "deliver")
 EVENT_PATHS = r"/users/[^/]+/(calendar/)?(events|calendarView)"
 # Crash recovery waits for timeouts: a queue message the killed worker had fetched comes back
 # after the processing visibility (600 s in devhost, as in the Functions host), and a mailbox
-# lease it held expires after 300 s (`CursorRepository.acquire`). The soak's hosts shorten both
+# lease it held expires after 300 s (`CursorRepository.LEASE`). The soak's hosts shorten both
 # so that what the SIGKILL strands is redelivered within the run; nothing else is changed.
 PROCESSING_VISIBILITY = 20
 LEASE_SECONDS = 30
@@ -63,7 +63,7 @@ HOST_BOOT = (
     "import sys; import devhost.queue_trigger as q; "
     "from sync_core.store.subscriptions import CursorRepository as C; "
     f"q.PROCESSING_VISIBILITY = {PROCESSING_VISIBILITY}; "
-    f"C.acquire.__defaults__ = ({LEASE_SECONDS},); "
+    f"C.LEASE = {LEASE_SECONDS}; "
     "from devhost.host import main; raise SystemExit(main())"
 )
 

@@ -195,25 +195,31 @@ class SharedSlots:
     def _keep(self) -> None:
         """Renew slots in use before they lapse; give back those not needed for ``LINGER``
         (more slots than requests were in flight at once since the last look)."""
-        while True:
-            time.sleep(self.linger)
-            renew: list[tuple[str, int, _Held]] = []
-            release: list[tuple[str, int, _Held]] = []
-            wall = self.wall()
-            with self._cond:
-                for key, box in self._mailboxes.items():
-                    spare = len(box.held) - max(box.peak, box.busy)
-                    box.peak = box.busy
-                    for index in sorted(box.held, reverse=True):
-                        if spare > 0:
-                            release.append((key, index, box.held.pop(index)))
-                            spare -= 1
-                        elif box.held[index].until - wall < self.lease / 2:
-                            renew.append((key, index, box.held[index]))
-            for key, index, slot in release:
-                self._give_back(key, index, slot)
-            for key, index, slot in renew:
-                self._renew(key, index, slot)
+        try:
+            while True:
+                time.sleep(self.linger)
+                self._keep_once()
+        except BaseException:  # the process is going down: what it holds lapses on its own
+            log.debug("mailbox slots keeper stopped", exc_info=True)
+
+    def _keep_once(self) -> None:
+        renew: list[tuple[str, int, _Held]] = []
+        release: list[tuple[str, int, _Held]] = []
+        wall = self.wall()
+        with self._cond:
+            for key, box in self._mailboxes.items():
+                spare = len(box.held) - max(box.peak, box.busy)
+                box.peak = box.busy
+                for index in sorted(box.held, reverse=True):
+                    if spare > 0:
+                        release.append((key, index, box.held.pop(index)))
+                        spare -= 1
+                    elif box.held[index].until - wall < self.lease / 2:
+                        renew.append((key, index, box.held[index]))
+        for key, index, slot in release:
+            self._give_back(key, index, slot)
+        for key, index, slot in renew:
+            self._renew(key, index, slot)
 
     def _renew(self, key: str, index: int, slot: _Held) -> None:
         until = self.wall() + self.lease

@@ -222,6 +222,7 @@ class Cursor:
 
 class CursorRepository:
     TABLE = "cursors"
+    LEASE = 300  # seconds a read holds its mailbox; a dead worker's read is taken over after it
 
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
@@ -243,10 +244,11 @@ class CursorRepository:
         )
 
     def acquire(
-        self, mailbox: str, seconds: int = 300, current: Cursor | None = None
+        self, mailbox: str, seconds: int | None = None, current: Cursor | None = None
     ) -> Cursor | None:
-        """Take the mailbox's lease; None if another worker holds it (ETag-guarded).
-        ``current``: the cursor as just read, to save reading it again."""
+        """Take the mailbox's lease for ``seconds`` (``LEASE``); None if another worker holds
+        it (ETag-guarded). ``current``: the cursor as just read, to save reading it again."""
+        seconds = seconds or self.LEASE
         cursor = current or self.get(mailbox)
         now = datetime.now(UTC)
         if cursor.lease_owner and cursor.lease_until and cursor.lease_until > now:
@@ -276,9 +278,7 @@ class CursorRepository:
             return True
         return None
 
-    def release(
-        self, cursor: Cursor, *, read_on: bool = False, seconds: int = 300, **changes: Any
-    ) -> Cursor | None:
+    def release(self, cursor: Cursor, *, read_on: bool = False, **changes: Any) -> Cursor | None:
         """Store the new position (``changes``) and give the lease back. With ``read_on``, when
         a notification asked for another read meanwhile (:meth:`ask_again`), keep the lease
         instead and return the cursor to read on from; without, that request is dropped (the
@@ -295,7 +295,7 @@ class CursorRepository:
                 replace(current, lease_owner=None, lease_until=None, read_again=None, **changes)
             )
             return None
-        until = datetime.now(UTC) + timedelta(seconds=seconds)
+        until = datetime.now(UTC) + timedelta(seconds=self.LEASE)
         return self._write(replace(current, read_again=None, lease_until=until, **changes))
 
     def _write(self, cursor: Cursor) -> Cursor:

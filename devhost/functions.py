@@ -52,7 +52,6 @@ class Function:
     # http
     route: str = ""
     methods: tuple[str, ...] = ALL_METHODS
-    needs_key: bool = False
     auth_level: str = "function"  # "anonymous", "function" or "admin"
     # timer
     schedule: str = ""
@@ -134,7 +133,6 @@ def index(app: Any) -> list[Function]:
             if methods:
                 fn.methods = tuple(dict.fromkeys(_enum_value(m).upper() for m in methods))
             level = _enum_value(getattr(trigger, "auth_level", None) or "function").lower()
-            fn.needs_key = level in ("function", "admin")
             fn.auth_level = level
         elif kind == "timer":
             fn.schedule = str(trigger.schedule)

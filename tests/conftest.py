@@ -138,16 +138,21 @@ def platform(tenant_env: dict[str, str]) -> Iterator[PlatformSim]:
     sim.stop()
 
 
+def product_env(tenant_env: dict[str, str], platform: PlatformSim) -> dict[str, str]:
+    """Settings for a local host against the simulated tenant and platform, with a function key
+    and quick retries."""
+    return tenant_env | {
+        "FUNCTIONS_KEY": FUNCTION_KEY,
+        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
+        "RETRY_BASE_SECONDS": "1",
+    }
+
+
 @pytest.fixture
 def stack(
     tenant_env: dict[str, str], platform: PlatformSim, tenant: Sandbox
 ) -> Iterator[tuple[LocalHost, PlatformSim, Sandbox]]:
-    env = tenant_env | {
-        "FUNCTIONS_KEY": FUNCTION_KEY,
-        "PLATFORM_WEBHOOK_URL": platform.webhook_url,
-        "RETRY_BASE_SECONDS": "1",
-        "EVENT_CATEGORY": "Booked via platform",
-    }
+    env = product_env(tenant_env, platform) | {"EVENT_CATEGORY": "Booked via platform"}
     host = LocalHost(env).wait_ready()
     platform.product_url = host.base
     host.map("room-42", ROOM_A)
@@ -210,14 +215,22 @@ def control_booking(host: LocalHost, platform: PlatformSim, resource_id: str = "
     now must be synced, and then no work may be left queued. The earlier bookings were queued
     before their 202, so by then whatever they caused is done, however slow the worker.
     Returns the control's booking id."""
-    event = platform.booking_event(resource_id=resource_id, title="Control")
+    booking_id = send_and_sync(
+        platform, platform.booking_event(resource_id=resource_id, title="Control")
+    )
+    wait(lambda: drained(host), what="the queued work to be done")
+    return booking_id
+
+
+def send_and_sync(platform: PlatformSim, event: dict[str, Any], timeout: float = 15.0) -> str:
+    """Send a booking event (202) and wait for its ``booking.synced``; the booking's id."""
     assert platform.send_booking(event).status_code == 202
     booking_id = str(event["data"]["id"])
     wait(
         lambda: [
             r for r in platform.received("booking.synced") if r["data"]["booking_id"] == booking_id
         ],
-        what="the control booking to be synced",
+        timeout=timeout,
+        what=f"booking {booking_id} to be synced",
     )
-    wait(lambda: drained(host), what="the queued work to be done")
     return booking_id

@@ -23,7 +23,7 @@ from sync_core.clock import parse_iso
 from sync_core.config import load_settings
 from sync_core.inbound import sync as inbound
 from sync_core.services import Services
-from tests.conftest import KEY_HEADER, ROOM_A, ROOM_B, LocalHost, drained, wait
+from tests.conftest import KEY_HEADER, ROOM_A, ROOM_B, LocalHost, drained, send_and_sync, wait
 
 Stack = tuple[LocalHost, PlatformSim, Sandbox]
 
@@ -481,15 +481,7 @@ def test_the_echo_of_an_own_write_is_not_read_and_a_person_s_edit_is(stack: Stac
     idle(host)
     quiet(tenant)
     tenant.control.clear_deliveries()
-    booking = platform.booking_event(resource_id="room-42", title="Echo")
-    assert platform.send_booking(booking).status_code == 202
-    booking_id = str(booking["data"]["id"])
-    wait(
-        lambda: [
-            r for r in platform.received("booking.synced") if r["data"]["booking_id"] == booking_id
-        ],
-        what="the booking to be synced",
-    )
+    send_and_sync(platform, platform.booking_event(resource_id="room-42", title="Echo"))
     (written,) = [e for e in tenant.control.events(ROOM_A) if e["subject"] == "Echo"]
     tenant.control.wait_for_deliveries(
         lambda records: any(

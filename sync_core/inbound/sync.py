@@ -56,6 +56,8 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         return  # unmapped or deactivated: nothing to sync
     requested = parse_iso(message.get("requested"))
     full = bool(message.get("full"))
+    if not full and _only_own_writes(svc, mailbox, message.get("changed")):
+        return  # the echo of this service's own create or update: nothing to read
     cursor = svc.cursors.get(mailbox)
     if (
         requested is not None
@@ -67,8 +69,6 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
     if requested is not None and requested > now():
         # Queued for the end of a burst's window (at most NotificationGate.WINDOW away).
         time.sleep(min(MAX_HORIZON_WAIT, (requested - now()).total_seconds()))
-    if not full and _only_own_writes(svc, mailbox, message.get("changed")):
-        return  # the echo of this service's own create or update: nothing to read
     leased = svc.cursors.acquire(mailbox, current=cursor)
     if leased is None and not full:
         asked = svc.cursors.ask_again(mailbox, requested)

@@ -131,13 +131,10 @@ def configure_export(env: Mapping[str, str] | None = None) -> bool:
         return True
 
 
-_configure = configure_export  # the first span's call, for entry points other than function_app
-
-
 def tracer() -> Tracer:
     found = _tracers.get(TRACER_NAME)
     if found is None:
-        _configure()
+        configure_export()  # entry points other than function_app
         with _lock:
             found = _tracers.get(TRACER_NAME)
             if found is None:

@@ -71,8 +71,7 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         time.sleep(min(MAX_HORIZON_WAIT, (requested - now()).total_seconds()))
     leased = svc.cursors.acquire(mailbox, current=cursor)
     if leased is None and not full:
-        asked = svc.cursors.ask_again(mailbox, requested)
-        if asked is not None:
+        if svc.cursors.ask_again(mailbox, requested):
             # The reader reads once more when done. Should it die first, its own message comes
             # back (the queue's processing timeout) and reads after the lease lapsed.
             return

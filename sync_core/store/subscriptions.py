@@ -261,22 +261,22 @@ class CursorRepository:
         except ConflictError:
             return None  # someone else took it between our read and write
 
-    def ask_again(self, mailbox: str, requested: datetime | None) -> bool | None:
+    def ask_again(self, mailbox: str, requested: datetime | None) -> bool:
         """While another worker reads ``mailbox``: make sure it reads once more when done.
-        True if that was asked now, False if it already was, None if nobody holds the lease
-        (any more): then the caller reads itself."""
+        True once that is owed (asked now, or already); False if nobody holds the lease (any
+        more): then the caller reads itself."""
         for _ in range(20):
             cursor = self.get(mailbox)
             if not (cursor.lease_until and cursor.lease_until > datetime.now(UTC)):
-                return None
+                return False
             if cursor.read_again is not None:
-                return False  # a read that starts after this moment is owed already
+                return True  # a read that starts after this moment is owed already
             try:
                 self._write(replace(cursor, read_again=requested or datetime.now(UTC)))
             except ConflictError:
                 continue
             return True
-        return None
+        return False
 
     def release(self, cursor: Cursor, *, read_on: bool = False, **changes: Any) -> Cursor | None:
         """Store the new position (``changes``) and give the lease back. With ``read_on``, when

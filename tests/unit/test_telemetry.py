@@ -116,4 +116,4 @@ def test_path_templates_hide_mailboxes_and_ids(url: str, template: str) -> None:
 
 def test_no_exporter_without_a_connection_string(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
-    telemetry._configure()  # nothing to set up, nothing imported
+    telemetry.configure_export()  # nothing to set up, nothing imported

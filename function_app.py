@@ -110,6 +110,13 @@ def booking_events(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.booking_events, req)
 
 
+# The platform asks for availability with a key of `availability` (or a host key).
+@app.function_name("availability")
+@app.route(route="api/availability", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def availability(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.availability, req)
+
+
 @app.function_name("apply_booking")
 @app.queue_trigger(
     arg_name="msg", queue_name=queues.APPLY_BOOKING, connection="AzureWebJobsStorage"
@@ -175,6 +182,30 @@ def mappings_resync(req: func.HttpRequest) -> func.HttpResponse:
     return _http(api.resync_mapping, req)
 
 
+# Bulk routes: POST only, and no route of the shape `mappings/{resource_id}` takes POST, so they
+# never compete with the single-mapping routes, whatever order the host tries routes in (the
+# Functions host goes by function name, not by ASP.NET Core's literal-first precedence:
+# azure-functions-host #9876).
+
+
+@app.function_name("mappings_bulk")
+@app.route(route="api/admin/mappings/bulk", methods=["POST"])
+def mappings_bulk(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.mappings_bulk, req)
+
+
+@app.function_name("mappings_bulk_deactivate")
+@app.route(route="api/admin/mappings/bulk-deactivate", methods=["POST"])
+def mappings_bulk_deactivate(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.mappings_bulk_deactivate, req)
+
+
+@app.function_name("mappings_bulk_delete")
+@app.route(route="api/admin/mappings/bulk-delete", methods=["POST"])
+def mappings_bulk_delete(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.mappings_bulk_delete, req)
+
+
 @app.function_name("admin_status")
 @app.route(route="api/admin/status", methods=["GET"])
 def admin_status(req: func.HttpRequest) -> func.HttpResponse:
@@ -203,3 +234,9 @@ def admin_doctor(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(arg_name="timer", schedule="%CREDENTIAL_SCHEDULE%")
 def credential_watch(timer: func.TimerRequest) -> None:
     credentials.watch(services())
+
+
+@app.function_name("platform_test")
+@app.route(route="api/admin/platform/test", methods=["POST"])
+def platform_test(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.platform_test, req)

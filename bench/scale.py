@@ -195,7 +195,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         throttled = sum(1 for r in control.requests() if r["status"] == 429)
         worst = max(peak_in_flight.get(a, 0) for a in fanout)
-        blockers = sum(len(svc.blockers.for_mailbox(a)) for a in fanout)
+        blockers = sum(len(svc.blockers.in_mailbox(a)) for a in fanout)
         print(
             f"initial sync fan-out: {len(fanout)} mailboxes with 32 workers in {elapsed:.1f} s, "
             f"{blockers} blockers; most requests in flight for one mailbox: {worst}; "

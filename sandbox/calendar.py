@@ -85,6 +85,10 @@ READ_ONLY = {
     "isOrganizer",
 }
 
+# responseType (https://learn.microsoft.com/graph/api/resources/responsestatus)
+RESPONSES = frozenset(
+    {"none", "organizer", "tentativelyAccepted", "accepted", "declined", "notResponded"}
+)
 OCCURRENCE_PREFIX = "AAMkOC"
 EVENT_PREFIX = "AAMkAD"
 NOT_FOUND = "The specified object was not found in the store."
@@ -231,6 +235,8 @@ class StoredEvent:
     attendees: list[dict[str, Any]] = field(default_factory=list)
     organizer: dict[str, Any] = field(default_factory=dict)
     is_organizer: bool = True
+    # The mailbox's own answer to a meeting it was invited to (set in Outlook; read-only in Graph)
+    response: str | None = None
     location: dict[str, Any] = field(default_factory=dict)
     locations: list[dict[str, Any]] = field(default_factory=list)
     is_online_meeting: bool = False
@@ -565,6 +571,11 @@ class Writer:
                 )
             if "isOrganizer" in data:
                 ev.is_organizer = _bool(data["isOrganizer"], "isOrganizer")
+            answer = (data.get("responseStatus") or {}).get("response")
+            if answer is not None:
+                if answer not in RESPONSES:
+                    raise GraphError(400, "RequestBodyRead", f"unknown response {answer!r}.")
+                ev.response = str(answer)
         return timing_changed
 
     def _apply_times(self, ev: StoredEvent, data: dict[str, Any], creating: bool) -> bool:

@@ -76,9 +76,14 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "booking.failed": ("booking_id", "version", "resource_id", "error"),
     "booking.conflict": ("booking_id", "resource_id", "conflicts"),
     "credential.expiring": ("credential", "expires_at", "days_left", "rotated"),
+    "mapping.error": ("resource_id", "mailbox", "error", "sequence"),
+    "mapping.recovered": ("resource_id", "mailbox", "sequence"),
+    "subscription.lost": ("resource_id", "mailbox", "sequence"),
+    "platform.test": ("sequence",),
 }
-# "Every data carries resource_id and a sequence": not credential.expiring, which is per app.
-PER_RESOURCE_TYPES = frozenset(EVENT_FIELDS) - {"credential.expiring"}
+# "Every data carries resource_id and a sequence": not credential.expiring nor platform.test,
+# which are per app.
+PER_RESOURCE_TYPES = frozenset(EVENT_FIELDS) - {"credential.expiring", "platform.test"}
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 Record = dict[str, Any]
@@ -148,6 +153,7 @@ class PlatformSim:
         self._rejected: list[Record] = []
         self._failed: list[Record] = []
         self._fail_queue: deque[int] = deque()
+        self._delay_queue: deque[float] = deque()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -213,13 +219,15 @@ class PlatformSim:
             return [_copy(r) for r in self._failed]
 
     def clear(self) -> None:
-        """Forget everything received, rejected and failed, and any pending `fail_next`."""
+        """Forget everything received, rejected and failed, and any pending `fail_next` or
+        `delay_next`."""
         with self._lock:
             self._received.clear()
             self._by_id.clear()
             self._rejected.clear()
             self._failed.clear()
             self._fail_queue.clear()
+            self._delay_queue.clear()
 
     def fail_next(self, count: int, status: int = 500) -> None:
         """Answer the next `count` deliveries with `status` (before verifying them)."""
@@ -227,6 +235,14 @@ class PlatformSim:
             raise ValueError("count must be >= 0 and status an HTTP status code")
         with self._lock:
             self._fail_queue.extend([status] * count)
+
+    def delay_next(self, count: int, seconds: float) -> None:
+        """Answer the next `count` deliveries only after `seconds` (a slow platform); a
+        `fail_next` status, or the usual verification, follows the wait."""
+        if count < 0 or not 0 <= seconds <= 300:
+            raise ValueError("count must be >= 0 and seconds between 0 and 300")
+        with self._lock:
+            self._delay_queue.extend([seconds] * count)
 
     def wait_for(
         self, predicate: Callable[[list[Record]], object], timeout: float = 10.0
@@ -310,6 +326,10 @@ class PlatformSim:
     def _deliver(self, headers: Mapping[str, str], body: bytes) -> tuple[int, Record | None]:
         """Handle one POST to the webhook path: (status, JSON answer or None for no body)."""
         claimed_id = _claimed_id(headers)
+        with self._lock:
+            delay = self._delay_queue.popleft() if self._delay_queue else 0.0
+        if delay:
+            time.sleep(delay)
         with self._lock:
             if self._fail_queue:
                 status = self._fail_queue.popleft()

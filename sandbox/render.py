@@ -85,7 +85,7 @@ def render_event(
             "isDraft": False,
             "hideAttendees": ev.hide_attendees,
             "responseStatus": {
-                "response": "organizer" if ev.is_organizer else "accepted",
+                "response": "organizer" if ev.is_organizer else (ev.response or "accepted"),
                 "time": "0001-01-01T00:00:00Z",
             },
             "body": {"contentType": body_type, "content": body_content},

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from sync_core import availability as availability_
+from sync_core.admin import bulk, rooms
 from sync_core.admin import doctor as doctor_
 from sync_core.admin import mappings as admin
 from sync_core.admin import page as status_page
-from sync_core.admin import rooms
+from sync_core.admin import platform_test as platform_test_
 from sync_core.admin import status as status_
 from sync_core.admin.purge import remove_mapping
 from sync_core.admin.resync import resync
@@ -199,3 +201,38 @@ def _from_graph(
         )
     count = receive(svc if svc is not None else services(), request.json())
     return json_response(202, {counted: count})
+
+
+# -- bulk mapping (SPEC §9) ------------------------------------------------------------------------
+
+
+def mappings_bulk(request: Request) -> Response:
+    """Many mappings at once: 200 with a result per item (an item's error stops no other)."""
+    report = bulk.bulk_map(services(), request.json())
+    return json_response(200, report.to_json(), {"Cache-Control": "no-store"})
+
+
+def mappings_bulk_deactivate(request: Request) -> Response:
+    report = bulk.bulk_deactivate(services(), request.json())
+    return json_response(200, report.to_json(), {"Cache-Control": "no-store"})
+
+
+def mappings_bulk_delete(request: Request) -> Response:
+    """``?purge=true`` also deletes what the service wrote, as for one ``DELETE``."""
+    purge = _flag(request, "purge")
+    report = bulk.bulk_delete(services(), request.json(), purge=purge)
+    return json_response(200, report.to_json(), {"Cache-Control": "no-store"})
+
+
+def availability(request: Request) -> Response:
+    """Busy times of resources and mailboxes (SPEC §9): from the mirror where it is current,
+    else Graph's getSchedule; a resource or mailbox that cannot be answered carries its error."""
+    wanted = availability_.parse_request(request.json())
+    answer = availability_.availability(services(), wanted)
+    return json_response(200, answer.to_json(), {"Cache-Control": "no-store"})
+
+
+def platform_test(request: Request) -> Response:
+    """A signed ``platform.test`` event posted to the platform now: 200 with how it went."""
+    result = platform_test_.send_platform_test(services())
+    return json_response(200, result, {"Cache-Control": "no-store"})

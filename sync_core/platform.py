@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = (5.0, 10.0)
 AT_ONCE_TIMEOUT = (2.0, 3.0)  # a first try made inside another function: retries wait longer
+TEST_TIMEOUT = (5.0, 10.0)  # a test event: an admin waits for the answer
+TEST_EVENT = "platform.test"
 
 
 def stamp() -> str:
@@ -37,6 +41,26 @@ def stamp() -> str:
 def retry_delay(base: float, attempt: int, cap: float = 3600.0) -> int:
     """Seconds before retry ``attempt`` + 1: base, 3 base, 9 base, ... up to an hour."""
     return int(min(cap, base * 3 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class PlatformTestResult:
+    """How a ``platform.test`` event went: ``delivered`` when the platform answered 2xx."""
+
+    delivered: bool
+    status: int | None  # the platform's HTTP status; None when it gave no answer
+    latency_ms: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "delivered": self.delivered,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+        }
+        if self.error is not None:
+            document["error"] = self.error
+        return document
 
 
 class Platform:
@@ -86,9 +110,47 @@ class Platform:
             self.queues.send(DELIVER, message)
         return sequence
 
-    def deliver(self, message: dict[str, Any], timeout: tuple[float, float] = TIMEOUT) -> bool:
-        """Post one event. False when it failed and was requeued or parked."""
-        message_id, body, attempt = message["id"], message["body"], int(message.get("attempt", 1))
+    def send_test(self) -> PlatformTestResult:
+        """Post one signed ``platform.test`` event now and say how it went: not queued, not
+        retried; recorded in history. Its ``data`` carries a ``sequence`` like every event."""
+        message_id = webhooks.new_message_id()
+        body = {
+            "type": TEST_EVENT,
+            "timestamp": self.clock(),
+            "data": {
+                "message": "A test event from calendar sync; no action needed.",
+                "sequence": self.sequences.next(0),
+            },
+        }
+        status: int | None = None
+        error: str | None = None
+        started = time.monotonic()
+        try:
+            status = self._post(message_id, body, TEST_TIMEOUT).status_code
+            if not 200 <= status < 300:
+                error = f"the platform answered {status}"
+        except requests.Timeout as exc:
+            error = f"the platform did not answer in time ({type(exc).__name__})"
+        except requests.RequestException as exc:
+            error = f"the platform could not be reached ({type(exc).__name__})"
+        latency = round((time.monotonic() - started) * 1000)
+        result = PlatformTestResult(error is None, status, latency, error)
+        self.history.record(
+            HistoryEntry(
+                at=datetime.now(UTC),
+                resource_id=None,
+                action=f"deliver.{TEST_EVENT}",
+                subject=message_id,
+                outcome="ok" if result.delivered else "failed",
+                detail=f"{error or f'the platform answered {status}'}; {latency} ms",
+            )
+        )
+        return result
+
+    def _post(
+        self, message_id: str, body: dict[str, Any], timeout: tuple[float, float]
+    ) -> requests.Response:
+        """One signed POST of ``body`` to the platform."""
         raw = _json_bytes(body)
         headers = webhooks.sign(
             self.settings.platform_webhook_secret,
@@ -97,10 +159,15 @@ class Platform:
             raw,
         )
         headers["Content-Type"] = "application/json"
+        return self.session.post(
+            self.settings.platform_webhook_url, data=raw, headers=headers, timeout=timeout
+        )
+
+    def deliver(self, message: dict[str, Any], timeout: tuple[float, float] = TIMEOUT) -> bool:
+        """Post one event. False when it failed and was requeued or parked."""
+        message_id, body, attempt = message["id"], message["body"], int(message.get("attempt", 1))
         try:
-            answer = self.session.post(
-                self.settings.platform_webhook_url, data=raw, headers=headers, timeout=timeout
-            )
+            answer = self._post(message_id, body, timeout)
             if 200 <= answer.status_code < 300:
                 return True
             problem = f"the platform answered {answer.status_code}"

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TypeVar
 
+from sync_core import mapping_events
 from sync_core.config import Settings, get_settings
 from sync_core.credentials.sources import source_for
 from sync_core.graph import GraphClient
@@ -80,7 +81,8 @@ class Services:
 
     @cached_property
     def health(self) -> HealthRepository:
-        return HealthRepository(self.tables)
+        # Each change of a mapping's state is told to the platform, by the instance that made it.
+        return HealthRepository(self.tables, lambda change: mapping_events.announce(self, change))
 
     @cached_property
     def subscriptions(self) -> SubscriptionRepository:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sandbox import calendar, delta, timeutil
 from sandbox.calendar import Mailbox, StoredEvent
@@ -253,45 +253,28 @@ def register(api: GraphApi) -> None:
         )
         return Response.json(200, body, headers)
 
-    @api.route("POST", USER + r"/calendar/getSchedule", "calendar.read")
+    @api.route("POST", USER + r"/calendar/getSchedule", "schedule.read")
     def get_schedule(ctx: Ctx) -> Response:
-        data = ctx.request.json_object()
-        schedules = data.get("schedules")
-        if not isinstance(schedules, list) or not schedules:
-            raise GraphError(400, "ErrorInvalidParameter", "schedules must be a non-empty array.")
-        if len(schedules) > 20:
-            raise GraphError(
-                400,
-                "ErrorInvalidParameter",
-                "The number of schedules requested exceeds the maximum of 20.",
-            )
-        try:
-            start, _, _ = calendar.parse_date_time_zone(data.get("startTime"), "startTime")
-            end, _, _ = calendar.parse_date_time_zone(data.get("endTime"), "endTime")
-        except GraphError as error:
-            raise GraphError(400, "ErrorInvalidParameter", error.message) from error
-        if end <= start or end - start > timedelta(days=62):
-            raise GraphError(
-                400,
-                "ErrorInvalidParameter",
-                "The time window must be positive and shorter than 62 days.",
-            )
-        interval = int(data.get("availabilityViewInterval") or 30)
-        if not 5 <= interval <= 1440:
-            raise GraphError(
-                400,
-                "ErrorInvalidParameter",
-                "availabilityViewInterval must be between 5 and 1440 minutes.",
-            )
+        request = schedule_request(ctx.request.json_object())
         zone = ctx.view_options().time_zone
         result = []
         with tenant.lock:
             ctx.mailbox()
-            readable = PERMISSIONS["calendar.read"][0]
-            for address in schedules:
+            readable = PERMISSIONS["schedule.read"][0]
+            for address in request.schedules:
                 # Each schedule needs a grant over its own mailbox (Exchange RBAC scope).
-                granted = tenant.may(ctx.app_id, ctx.roles, readable, str(address))
-                result.append(_schedule(tenant, str(address), start, end, interval, zone, granted))
+                granted = tenant.may(ctx.app_id, ctx.roles, readable, address)
+                result.append(
+                    _schedule(
+                        tenant,
+                        address,
+                        request.start,
+                        request.end,
+                        request.interval,
+                        zone,
+                        granted,
+                    )
+                )
         return Response.json(
             200,
             {
@@ -301,6 +284,87 @@ def register(api: GraphApi) -> None:
             },
             ctx.preference_headers(),
         )
+
+
+MAX_SCHEDULES = 20  # GD concepts/outlook-get-free-busy-schedule.md, "Limits and error conditions"
+MAX_WINDOW = timedelta(days=62)  # the same page: "must be less than 62 days"
+SCHEDULE_PARAMETERS = {"schedules", "starttime", "endtime", "availabilityviewinterval"}
+
+
+class ScheduleRequest(NamedTuple):
+    schedules: list[str]
+    start: datetime
+    end: datetime
+    interval: int
+
+
+def schedule_request(data: dict[str, Any]) -> ScheduleRequest:
+    """The body of getSchedule, checked as Exchange's availability service checks it.
+
+    Parameter names match case-insensitively (Microsoft's own example writes ``Schedules``);
+    any other parameter is refused."""
+    params: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.lower()
+        if name not in SCHEDULE_PARAMETERS:
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                f"The parameter '{key}' in the request payload is not a valid parameter for "
+                "the operation 'getSchedule'.",
+            )
+        params[name] = value
+    schedules = params.get("schedules")
+    if not isinstance(schedules, list) or not schedules:
+        raise GraphError(400, "ErrorInvalidParameter", "schedules must be a non-empty array.")
+    if not all(isinstance(s, str) and s for s in schedules):
+        raise GraphError(
+            400, "RequestBodyRead", "Each entry of 'schedules' must be an SMTP address (a string)."
+        )
+    if len(schedules) > MAX_SCHEDULES:
+        raise GraphError(
+            400,
+            "ErrorMailboxDataArrayTooBig",
+            "There are too many target users in the EmailAddress array. The allowed size = "
+            f"{MAX_SCHEDULES}; the actual size = {len(schedules)}.",
+        )
+    start, _, _ = calendar.parse_date_time_zone(params.get("starttime"), "startTime")
+    end, _, _ = calendar.parse_date_time_zone(params.get("endtime"), "endTime")
+    if end <= start:
+        raise GraphError(
+            400,
+            "ErrorInvalidTimeInterval",
+            "The time duration specified for FreeBusyViewOptions.TimeWindow is invalid.",
+        )
+    if end - start >= MAX_WINDOW:
+        days = -(-(end - start) // timedelta(days=1))
+        raise GraphError(
+            400,
+            "ErrorTimeIntervalTooBig",
+            "The requested time duration specified for FreeBusyViewOptions.TimeWindow is too "
+            f"long. The allowed limit = {MAX_WINDOW.days} days; the actual limit = {days} days.",
+        )
+    raw = params.get("availabilityviewinterval", 30)
+    if raw is None:
+        # docs issue #4494: an explicit null fails inside Exchange.
+        raise GraphError(
+            500, "ErrorInternalServerError", "An internal server error occurred. Try again later."
+        )
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).isdigit():
+        raise GraphError(
+            400,
+            "RequestBodyRead",
+            f"Cannot convert the literal '{raw}' to the expected type 'Edm.Int32'.",
+        )
+    interval = int(raw)
+    if not 5 <= interval <= 1440 or timedelta(minutes=interval) >= end - start:
+        raise GraphError(
+            400,
+            "ErrorInvalidMergedFreeBusyInterval",
+            "The specified merged free/busy interval is not valid. Specify an interval that is "
+            "less than the free/busy time window and  between 5 and 1440 minutes.",
+        )
+    return ScheduleRequest([str(s) for s in schedules], start, end, interval)
 
 
 def _schedule(
@@ -313,23 +377,22 @@ def _schedule(
     granted: bool = True,
 ) -> dict[str, Any]:
     mailbox = tenant.lookup(address)
-    if mailbox is None or mailbox.state != "ok" or not granted:
-        code = (
-            "ErrorAccessDenied"
-            if mailbox is not None and (mailbox.state == "access_denied" or not granted)
-            else ("ErrorMailRecipientNotFound")
-        )
-        message = (
-            "Access is denied. Check credentials and try again."
-            if code == "ErrorAccessDenied"
-            else "The e-mail address cannot be found."
-        )
-        return {
-            "scheduleId": address,
-            "availabilityView": "",
-            "scheduleItems": [],
-            "error": {"message": message, "responseCode": code},
+    if mailbox is not None and (
+        mailbox.state == "access_denied" or (mailbox.state == "ok" and not granted)
+    ):
+        error = {
+            "message": "Access is denied. Check credentials and try again.",
+            "responseCode": "ErrorAccessDenied",
         }
+        return {"scheduleId": address, "error": error}
+    if mailbox is None or mailbox.state != "ok":
+        # docs issue #11225: an address Exchange cannot resolve is an item with only its id and
+        # the error, whose responseCode is a number.
+        error = {
+            "message": f"Unable to resolve e-mail address {address} to an Active Directory object.",
+            "responseCode": "5009",
+        }
+        return {"scheduleId": address, "error": error}
     items = [e for e in calendar.view_items(mailbox, start, end) if not e.is_cancelled]
     schedule_items = []
     for ev in items:

@@ -33,6 +33,13 @@ PERMISSIONS: dict[str, tuple[set[str], str, str]] = {
         "ErrorAccessDenied",
         "Access is denied. Check credentials and try again.",
     ),
+    # getSchedule: Calendars.Read or Calendars.ReadWrite (GD api/calendar-getschedule.md, v1.0;
+    # the beta page's Calendars.ReadBasic is not accepted).
+    "schedule.read": (
+        {"Calendars.Read", "Calendars.ReadWrite"},
+        "ErrorAccessDenied",
+        "Access is denied. Check credentials and try again.",
+    ),
     "calendar.write": (
         {"Calendars.ReadWrite"},
         "ErrorAccessDenied",

@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
-from sync_core.admin import doctor, rooms
+from sync_core import availability as availability_
+from sync_core.admin import bulk, doctor, rooms
 from sync_core.admin import mappings as admin
 from sync_core.admin import status as status_
+from sync_core.admin.platform_test import send_platform_test
 from sync_core.admin.problems import GraphProblem
 from sync_core.admin.progress import Progress
 from sync_core.admin.purge import remove_mapping
@@ -117,7 +119,17 @@ class Admin(Protocol):
 
     def doctor(self) -> dict[str, Any]: ...
 
+    def platform_test(self) -> dict[str, Any]: ...
+
     def resync(self, resource_id: str, *, progress: Progress | None = None) -> dict[str, Any]: ...
+
+    def bulk_map(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def bulk_deactivate(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def bulk_delete(self, body: dict[str, Any], *, purge: bool = False) -> dict[str, Any]: ...
+
+    def availability(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class Local:
@@ -171,8 +183,24 @@ class Local:
     def doctor(self) -> dict[str, Any]:
         return doctor.run_doctor(self.svc)
 
+    def platform_test(self) -> dict[str, Any]:
+        return send_platform_test(self.svc)
+
     def resync(self, resource_id: str, *, progress: Progress | None = None) -> dict[str, Any]:
         return resync(self.svc, resource_id, progress=progress).to_json()
+
+    def bulk_map(self, body: dict[str, Any]) -> dict[str, Any]:
+        return bulk.bulk_map(self.svc, body).to_json()
+
+    def bulk_deactivate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return bulk.bulk_deactivate(self.svc, body).to_json()
+
+    def bulk_delete(self, body: dict[str, Any], *, purge: bool = False) -> dict[str, Any]:
+        return bulk.bulk_delete(self.svc, body, purge=purge).to_json()
+
+    def availability(self, body: dict[str, Any]) -> dict[str, Any]:
+        request = availability_.parse_request(body)
+        return availability_.availability(self.svc, request).to_json()
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -228,6 +256,8 @@ def cmd_map(ops: Admin, args: argparse.Namespace, out: Output) -> int:
         "enabled": args.enabled
         if args.enabled is not None
         else (current["enabled"] if current else True),
+        "direction": args.direction or (current.get("direction", "both") if current else "both"),
+        "filters": _filters(args, current),
     }
     result = ops.save_mapping(
         args.resource_id,
@@ -242,8 +272,17 @@ def cmd_map(ops: Admin, args: argparse.Namespace, out: Output) -> int:
     state = "enabled" if result["enabled"] else "deactivated (sync stopped, entries kept)"
     out.line(
         f"{result['resource_id']} → {result['mailbox']}: {verb}; privacy {result['privacy']}; "
-        f"{state}"
+        f"direction {result.get('direction', 'both')}; {state}"
     )
+    ignored = [
+        {"ignore_all_day": "all-day events", "ignore_declined": "declined meetings"}[name]
+        for name, on in (result.get("filters") or {}).items()
+        if on is True
+    ]
+    if (result.get("filters") or {}).get("ignore_title_pattern"):
+        ignored.append(f"titles matching {result['filters']['ignore_title_pattern']!r}")
+    if ignored:
+        out.line("ignores " + ", ".join(ignored))
     if result["bookings_queued"]:
         out.line(f"{result['bookings_queued']} booking(s) queued to be re-applied")
     for warning in result["warnings"]:
@@ -251,6 +290,18 @@ def cmd_map(ops: Admin, args: argparse.Namespace, out: Output) -> int:
         for text in _error_lines(warning):
             out.line(text)
     return EXIT_FAILED if result["warnings"] else EXIT_OK
+
+
+def _filters(args: argparse.Namespace, current: dict[str, Any] | None) -> dict[str, Any]:
+    """The mapping's filters: those given on the command line, the others as they are."""
+    filters = dict((current or {}).get("filters") or {})
+    if args.ignore_all_day is not None:
+        filters["ignore_all_day"] = args.ignore_all_day
+    if args.ignore_title is not None:
+        filters["ignore_title_pattern"] = args.ignore_title or None
+    if args.ignore_declined is not None:
+        filters["ignore_declined"] = args.ignore_declined
+    return filters
 
 
 def cmd_unmap(ops: Admin, args: argparse.Namespace, out: Output) -> int:
@@ -287,6 +338,12 @@ def cmd_status(ops: Admin, args: argparse.Namespace, out: Output) -> int:
     work = document["work"]
     queues = ", ".join(f"{q['queue']} {q['pending']}/{q['parked']}" for q in work["queues"])
     out.line(f"Work: {work['pending']} pending, {work['parked']} parked ({queues})")
+    summary = document.get("summary") or {}
+    out.line(
+        f"Mappings: {summary.get('mappings', 0)} in all, {summary.get('connected', 0)} "
+        f"connected, {summary.get('failed', 0)} failed, {summary.get('deactivated', 0)} "
+        "deactivated"
+    )
     out.line()
     if not document["mappings"]:
         out.line("No mappings yet: python -m sync_core map RESOURCE MAILBOX")
@@ -366,6 +423,25 @@ def cmd_doctor(ops: Admin, args: argparse.Namespace, out: Output) -> int:
     return code
 
 
+def cmd_platform_test(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    result = ops.platform_test()
+    code = EXIT_OK if result["delivered"] else EXIT_FAILED
+    if out.as_json:
+        out.data(result)
+        return code
+    answered = f"HTTP {result['status']}" if result.get("status") is not None else "no answer"
+    if result["delivered"]:
+        out.line(f"platform.test delivered: {answered} in {result['latency_ms']} ms")
+    else:
+        out.line(f"platform.test NOT delivered ({answered}, {result['latency_ms']} ms)")
+        out.line(f"  {result.get('error') or 'the platform refused it'}")
+        out.line(
+            "  hint: check PLATFORM_WEBHOOK_URL, that the platform answers it, and that it "
+            "verifies with the same PLATFORM_WEBHOOK_SECRET"
+        )
+    return code
+
+
 def cmd_resync(ops: Admin, args: argparse.Namespace, out: Output) -> int:
     report = ops.resync(args.resource_id, progress=out.progress())
     if out.as_json:
@@ -377,6 +453,135 @@ def cmd_resync(ops: Admin, args: argparse.Namespace, out: Output) -> int:
         "to be re-applied"
     )
     return EXIT_OK
+
+
+def _bulk_report(document: dict[str, Any], out: Output, what: str) -> int:
+    """A bulk answer: one row per item (errors with their hint), then the counts."""
+    results = document["results"]
+    code = EXIT_FAILED if any(r["status"] == "error" for r in results) else EXIT_OK
+    if out.as_json:
+        out.data(document)
+        return code
+    if results:
+        lines = table(
+            [(r["resource_id"], r.get("mailbox") or "-", r["status"]) for r in results],
+            ("RESOURCE", "MAILBOX", "STATUS"),
+        ).splitlines()
+        out.line(lines[0])
+        for result, text in zip(results, lines[1:], strict=True):
+            out.line(text)
+            for extra in _error_lines(result.get("error"), "    "):
+                out.line(extra)
+            for field_error in (result.get("error") or {}).get("errors") or []:
+                out.line(f"    {field_error.get('field')}: {field_error.get('message')}")
+            for warning in result.get("warnings") or []:
+                out.line("    warning: saved, but sync could not start:")
+                for extra in _error_lines(warning, "      "):
+                    out.line(extra)
+    counts = ", ".join(f"{count} {status}" for status, count in document["counts"].items())
+    prefix = "dry run (nothing written): " if document.get("dry_run") else ""
+    out.line(f"{prefix}{what}: {counts}")
+    return code
+
+
+def _bulk_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The body of a bulk mapping request from --file, or a rule from --room-list/--mailboxes."""
+    sources = [s for s in (args.file, args.room_list, args.mailboxes) if s]
+    if len(sources) != 1:
+        raise UsageError("give one of --file, --room-list and --mailboxes")
+    fields: dict[str, Any] = {}
+    if args.privacy:
+        fields["privacy"] = args.privacy
+    if args.enabled is not None:
+        fields["enabled"] = args.enabled
+    if args.file:
+        if args.template or fields:
+            raise UsageError("--template, --privacy, --enable and --disable go with a rule")
+        try:
+            with open(args.file, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--file {args.file}: {exc}") from None
+        body = {"mappings": document} if isinstance(document, list) else document
+        if not isinstance(body, dict):
+            raise UsageError(f"--file {args.file}: must hold a list of mappings or an object")
+    else:
+        if not args.template:
+            raise UsageError("--room-list and --mailboxes need --template, like 'room-{local}'")
+        rule: dict[str, Any] = {"resource_id_template": args.template, **fields}
+        if args.room_list:
+            rule["room_list"] = args.room_list
+        else:
+            rule["mailboxes"] = [m.strip() for m in args.mailboxes.split(",") if m.strip()]
+        body = {"rule": rule}
+    if args.dry_run:
+        body["dry_run"] = True
+    return body
+
+
+def cmd_map_bulk(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    return _bulk_report(ops.bulk_map(_bulk_body(args)), out, "mappings")
+
+
+def _targets(args: argparse.Namespace) -> dict[str, Any]:
+    if args.all == bool(args.resource_ids):
+        raise UsageError("name the resources, or give --all")
+    return {"all": True} if args.all else {"resource_ids": list(args.resource_ids)}
+
+
+def _repeat(
+    call: Callable[[dict[str, Any]], dict[str, Any]], body: dict[str, Any]
+) -> dict[str, Any]:
+    """With --all, ask again while mappings remain and the last round got somewhere."""
+    document = call(body)
+    last = document
+    while last.get("remaining") and any(r["status"] != "error" for r in last["results"]):
+        last = call(body)
+        document = {
+            "results": document["results"] + last["results"],
+            "counts": {k: document["counts"].get(k, 0) + v for k, v in last["counts"].items()},
+            "remaining": last.get("remaining", 0),
+        }
+    return document
+
+
+def cmd_deactivate_bulk(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    document = _repeat(ops.bulk_deactivate, _targets(args))
+    return _bulk_report(document, out, "deactivation")
+
+
+def cmd_unmap_bulk(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    document = _repeat(lambda body: ops.bulk_delete(body, purge=args.purge), _targets(args))
+    return _bulk_report(document, out, "unmapped and purged" if args.purge else "unmapped")
+
+
+def cmd_availability(ops: Admin, args: argparse.Namespace, out: Output) -> int:
+    body: dict[str, Any] = {"start": args.start, "end": args.end}
+    if args.resource:
+        body["resource_ids"] = args.resource
+    if args.mailbox:
+        body["mailboxes"] = args.mailbox
+    answer = ops.availability(body)
+    items = answer["value"]
+    failed = any(item.get("error") for item in items)
+    if out.as_json:
+        out.data(answer)
+        return EXIT_FAILED if failed else EXIT_OK
+    rows = []
+    for item in items:
+        who = item.get("resource_id") or item.get("mailbox") or "-"
+        for busy in item["busy"]:
+            rows.append((who, busy["start"], busy["end"], busy["show_as"], busy["source"]))
+        if not item["busy"] and not item.get("error"):
+            rows.append((who, "(free)", "", "", ""))
+    out.line(table(rows, ("RESOURCE/MAILBOX", "START", "END", "SHOW AS", "SOURCE")))
+    for item in items:
+        if item.get("error"):
+            who = item.get("resource_id") or item.get("mailbox")
+            out.line(f"{who}: not answered")
+            for text in _error_lines(item["error"]):
+                out.line(text)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 Command = Callable[[Admin, argparse.Namespace, Output], int]
@@ -444,6 +649,29 @@ def parser() -> argparse.ArgumentParser:
         const=False,
         help="stop sync both ways and keep every entry",
     )
+    map_.add_argument(
+        "--direction",
+        choices=("both", "to_outlook", "from_outlook"),
+        help="to_outlook: bookings only; from_outlook: blockers only (read-only access)",
+    )
+    map_.add_argument(
+        "--ignore-all-day",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="all-day Outlook events block nothing",
+    )
+    map_.add_argument(
+        "--ignore-title",
+        metavar="PATTERN",
+        help="Outlook events whose title matches this regular expression block nothing "
+        "('' clears it)",
+    )
+    map_.add_argument(
+        "--ignore-declined",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="meetings the mailbox declined block nothing",
+    )
     map_.set_defaults(run=cmd_map, enabled=None)
 
     unmap = sub.add_parser("unmap", parents=[common], help="remove a mapping")
@@ -454,6 +682,47 @@ def parser() -> argparse.ArgumentParser:
         help="also delete the events the service wrote and withdraw its blockers",
     )
     unmap.set_defaults(run=cmd_unmap)
+
+    map_bulk = sub.add_parser(
+        "map-bulk",
+        parents=[common],
+        help="map many resources: from a file, or every room of a room list or listed mailboxes",
+        description="Each mapping is checked and written on its own; one's error stops no other. "
+        "Mappings that already have the values are left alone (unchanged).",
+    )
+    map_bulk.add_argument(
+        "--file", metavar="FILE", help='JSON: a list of {"resource_id", "mailbox", ...}'
+    )
+    map_bulk.add_argument("--room-list", metavar="ADDRESS", help="every room of this room list")
+    map_bulk.add_argument("--mailboxes", metavar="A,B", help="these mailboxes")
+    map_bulk.add_argument(
+        "--template",
+        metavar="TEMPLATE",
+        help="resource id of each mailbox of a rule: {local} (before the @), {address}",
+    )
+    map_bulk.add_argument("--privacy", choices=("full", "busy_only"))
+    bulk_enabled = map_bulk.add_mutually_exclusive_group()
+    bulk_enabled.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    bulk_enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    map_bulk.add_argument(
+        "--dry-run", action="store_true", help="check everything, write nothing, say what would be"
+    )
+    map_bulk.set_defaults(run=cmd_map_bulk, enabled=None)
+
+    for name, run, helped in (
+        ("deactivate-bulk", cmd_deactivate_bulk, "stop sync of many mappings, keep every entry"),
+        ("unmap-bulk", cmd_unmap_bulk, "remove many mappings"),
+    ):
+        many = sub.add_parser(name, parents=[common], help=helped)
+        many.add_argument("resource_ids", metavar="RESOURCE", nargs="*")
+        many.add_argument("--all", action="store_true", help="every mapping")
+        if name == "unmap-bulk":
+            many.add_argument(
+                "--purge",
+                action="store_true",
+                help="also delete the events the service wrote and withdraw its blockers",
+            )
+        many.set_defaults(run=run)
 
     status = sub.add_parser("status", parents=[common], help="credential, mappings, work")
     status.set_defaults(run=cmd_status)
@@ -467,11 +736,33 @@ def parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", parents=[common], help="check the whole set-up")
     doctor.set_defaults(run=cmd_doctor)
 
+    platform_test = sub.add_parser(
+        "platform-test",
+        parents=[common],
+        help="send a signed test event to the platform and say how it answered",
+    )
+    platform_test.set_defaults(run=cmd_platform_test)
+
     resync_cmd = sub.add_parser(
         "resync", parents=[common], help="start a fresh round in both directions"
     )
     resync_cmd.add_argument("resource_id", metavar="RESOURCE")
     resync_cmd.set_defaults(run=cmd_resync)
+
+    free_busy = sub.add_parser(
+        "availability", parents=[common], help="busy times of resources and mailboxes"
+    )
+    free_busy.add_argument(
+        "--resource", action="append", metavar="RESOURCE", help="a mapped resource (repeatable)"
+    )
+    free_busy.add_argument(
+        "--mailbox", action="append", metavar="ADDRESS", help="a tenant mailbox (repeatable)"
+    )
+    free_busy.add_argument(
+        "--start", required=True, help="RFC 3339 with offset, like 2030-01-07T00:00:00Z"
+    )
+    free_busy.add_argument("--end", required=True, help="at most 62 days after --start")
+    free_busy.set_defaults(run=cmd_availability)
     return root
 
 

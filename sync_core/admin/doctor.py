@@ -41,6 +41,7 @@ KEY_VAULT_HINT = (
 
 # SPEC §5: what the app needs, and what it can do without.
 CALENDARS = "Calendars.ReadWrite"
+CALENDARS_READ = "Calendars.Read"  # enough when every mapping only reads Outlook (from_outlook)
 REQUIRED_ROLES = {
     "Calendars.ReadWrite": "read and write the mapped calendars",
     "Place.Read.All": "discover rooms and room lists",
@@ -50,6 +51,7 @@ OPTIONAL_ROLES = {
     "Application.ReadWrite.OwnedBy": "read the credential's expiry and rotate the secret",
 }
 ROLE_ALTERNATIVES = {
+    "Calendars.Read": {"Calendars.ReadWrite"},
     "Application.ReadWrite.OwnedBy": {"Application.ReadWrite.All"},
     "User.Read.All": {"User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"},
 }
@@ -140,21 +142,40 @@ def check_token(graph: GraphClient) -> tuple[Check, dict[str, Any] | None]:
     )
 
 
+def calendar_role(mappings: list[Mapping] | None) -> str:
+    """The least calendar permission the enabled mappings need (SPEC §9): read-only access when
+    every one of them only reads Outlook, read and write otherwise (also with no mapping yet)."""
+    active = [m for m in mappings or [] if m.enabled]
+    if active and not any(m.writes_outlook for m in active):
+        return CALENDARS_READ
+    return CALENDARS
+
+
 def check_permissions(
-    claims: dict[str, Any] | None, settings: Settings, mailboxes: list[Check] | None = None
+    claims: dict[str, Any] | None,
+    settings: Settings,
+    mailboxes: list[Check] | None = None,
+    mappings: list[Mapping] | None = None,
 ) -> Check:
     """The token's application permissions, judged by where calendars are granted
-    (``MAILBOX_SCOPE``). ``mailboxes`` are the mailbox checks: with ``rbac`` they are what proves
-    calendar access; otherwise, when every one passed without the role, the setting is wrong."""
+    (``MAILBOX_SCOPE``) and by what the mappings need (``calendar_role``). ``mailboxes`` are the
+    mailbox checks: with ``rbac`` they are what proves calendar access; otherwise, when every
+    one passed without the role, the setting is wrong."""
     if claims is None:
         return Check("permissions", "warn", "not checked: no token", "Fix the token check first.")
     roles = {str(r) for r in claims.get("roles") or []}
     scoped = settings.mailbox_scope == "rbac"
+    calendars = calendar_role(mappings)
 
     def has(role: str) -> bool:
         return role in roles or bool(ROLE_ALTERNATIVES.get(role, set()) & roles)
 
-    required = {r: why for r, why in REQUIRED_ROLES.items() if not (scoped and r == CALENDARS)}
+    wanted_roles = dict(REQUIRED_ROLES)
+    if calendars == CALENDARS_READ:
+        del wanted_roles[CALENDARS]
+        wanted_roles = {CALENDARS_READ: "read the mapped calendars (every mapping only reads "
+                        "Outlook)", **wanted_roles}  # fmt: skip
+    required = {r: why for r, why in wanted_roles.items() if not (scoped and r == calendars)}
     missing = [r for r in required if not has(r)]
     optional = [r for r in OPTIONAL_ROLES if not has(r)]
     granted = ", ".join(sorted(roles)) or "nothing"
@@ -166,11 +187,11 @@ def check_permissions(
         return GRANT_WHERE.format(app=_registration(settings), roles=", ".join(lacking))
 
     reached = bool(mailboxes) and all(c.status != "fail" for c in mailboxes or [])
-    if missing == [CALENDARS] and reached:
+    if missing == [calendars] and reached and not has(CALENDARS_READ):
         return Check(
             "permissions",
             "warn",
-            f"granted in Entra ID: {granted}; no Calendars.ReadWrite in the token, yet every "
+            f"granted in Entra ID: {granted}; no {calendars} in the token, yet every "
             "mapped calendar answered: Exchange grants it (RBAC for Applications), while "
             f"MAILBOX_SCOPE says {settings.mailbox_scope}",
             "Set MAILBOX_SCOPE=rbac (the set-up of app-registration.sh --mailbox-scope rbac), "
@@ -181,14 +202,14 @@ def check_permissions(
     if missing:
         message = f"missing application permissions: {needed(missing, required)}"
         hint = grant(missing)
-        if CALENDARS in missing:
+        if calendars in missing:
             hint += (
                 " If Exchange RBAC for Applications grants calendars for a scoped group instead "
                 "(app-registration.sh --mailbox-scope rbac), set MAILBOX_SCOPE=rbac and grant "
                 "nothing."
             )
         return Check("permissions", "fail", message, hint, "PermissionMissing")
-    if scoped and has(CALENDARS):
+    if scoped and (has(CALENDARS) or has(CALENDARS_READ)):
         return Check(
             "permissions",
             "warn",
@@ -207,6 +228,16 @@ def check_permissions(
         if scoped
         else ""
     )
+    if calendars == CALENDARS_READ and CALENDARS in roles and not scoped:
+        return Check(
+            "permissions",
+            "warn",
+            f"granted in Entra ID: {granted}; every mapping only reads Outlook "
+            "(direction from_outlook), so Calendars.ReadWrite grants more than is used",
+            f"Grant Calendars.Read instead of Calendars.ReadWrite to {_registration(settings)} "
+            "(and consent again), unless mappings that write bookings are planned.",
+            "MoreThanNeeded",
+        )
     if optional:
         message = (
             f"granted in Entra ID: {granted}{source}; "
@@ -282,10 +313,10 @@ def check_mailbox(
 
 
 def check_subscriptions(svc: Services, graph: GraphClient, active: list[Mapping]) -> Check:
-    """Every enabled mapping's subscription is alive (FAIL otherwise); no mailbox is mapped to
-    several resources (FAIL, from before one mailbox was kept to one resource); Graph holds no
-    subscription for this app that no enabled mapping owns (WARN: an unmapped mailbox's, or a
-    duplicate beside a mailbox's recorded one)."""
+    """The subscription of every mailbox an enabled mapping reads is alive (FAIL otherwise;
+    mappings that only write need none); Graph holds no subscription for this app that no
+    enabled mapping owns (WARN: an unmapped mailbox's, or a duplicate beside a mailbox's
+    recorded one)."""
     from sync_core.inbound import subscriptions
 
     try:
@@ -296,7 +327,9 @@ def check_subscriptions(svc: Services, graph: GraphClient, active: list[Mapping]
     records = {r.mailbox: r for r in svc.subscriptions.all()}
     moment = now()
     problems = []
-    for mapping in active:
+    # One subscription per mailbox that an enabled mapping reads (resources may share one).
+    readers = list({m.mailbox: m for m in active if m.reads_outlook}.values())
+    for mapping in readers:
         record = records.get(mapping.mailbox)
         if record is None:
             problems.append(f"{mapping.resource_id}: no subscription")
@@ -306,26 +339,8 @@ def check_subscriptions(svc: Services, graph: GraphClient, active: list[Mapping]
             problems.append(f"{mapping.resource_id}: Graph no longer knows the subscription")
         elif alive[record.subscription_id].get("notificationUrl") != svc.settings.notification_url:
             problems.append(f"{mapping.resource_id}: it notifies another URL")
-    shared: dict[str, list[str]] = {}
-    for mapping in svc.mappings.all():
-        shared.setdefault(mapping.mailbox, []).append(mapping.resource_id)
-    several = {m: sorted(ids) for m, ids in sorted(shared.items()) if len(ids) > 1}
     unowned = subscriptions.unowned(svc, listed)
-    summary = f"{len(active) - len(problems)} of {len(active)} alive"
-    if several:
-        return Check(
-            "subscriptions",
-            "fail",
-            "; ".join(
-                [summary, *problems]
-                + [f"{m} is mapped to {len(ids)} resources ({', '.join(ids)})"
-                   for m, ids in several.items()]
-            ),
-            "One mailbox serves one resource: delete or move every mapping of the mailbox but "
-            "one (DELETE /api/admin/mappings/{resource_id} or `python -m sync_core unmap "
-            "RESOURCE`).",
-            "MailboxMappedTwice",
-        )  # fmt: skip
+    summary = f"{len(readers) - len(problems)} of {len(readers)} alive"
     if problems:
         return Check(
             "subscriptions",
@@ -475,7 +490,7 @@ def run_doctor(svc: Services) -> dict[str, Any]:
             )
         checks = [
             token_check,
-            check_permissions(claims, settings, mailboxes),
+            check_permissions(claims, settings, mailboxes, mappings),
             *mailboxes,
             subscriptions,
         ]

@@ -22,6 +22,7 @@ from sync_core.admin.catch_up import bookings_to_reapply, queue_bookings
 from sync_core.admin.problems import problem_for
 from sync_core.admin.progress import Progress, no_progress
 from sync_core.clock import now
+from sync_core.domain.mapping import Direction, Filters, Privacy, pattern_problem
 from sync_core.graph import GraphError
 from sync_core.problems import (
     Conflict,
@@ -29,7 +30,7 @@ from sync_core.problems import (
     PreconditionFailed,
     ValidationFailed,
 )
-from sync_core.store.mappings import MailboxTaken, Mapping, MappingRepository, Privacy
+from sync_core.store.mappings import Mapping, MappingRepository
 from sync_core.store.tables import ConflictError, NotFoundError
 from sync_core.validation import check_identifier, normalize_mailbox, parse_model
 
@@ -40,6 +41,29 @@ MAX_PAGE_SIZE = 1000
 QUIESCE_SECONDS = 30.0  # how long a deactivation waits for a mailbox read in flight
 
 
+class FiltersInput(BaseModel):
+    """Outlook events a mapping leaves out (SPEC §9); every filter is off unless set."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ignore_all_day: bool = False
+    ignore_title_pattern: str | None = None
+    ignore_declined: bool = False
+
+    @field_validator("ignore_title_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        problem = pattern_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    def to_filters(self) -> Filters:
+        return Filters(**self.model_dump())
+
+
 class MappingInput(BaseModel):
     """Body of ``PUT /api/admin/mappings/{resource_id}``."""
 
@@ -48,6 +72,8 @@ class MappingInput(BaseModel):
     mailbox: str
     privacy: Privacy = "busy_only"  # titles are shown only when an admin opts in
     enabled: bool = True
+    direction: Direction = "both"
+    filters: FiltersInput = FiltersInput()
 
     @field_validator("mailbox")
     @classmethod
@@ -97,16 +123,8 @@ def put_mapping(
             f"mapping {resource_id!r} changed since it was read (If-Match did not match); "
             "read it again and retry"
         )
-    # Mappings written before mailboxes had claim rows are found by their mailbox.
-    for other in repo.by_mailbox(wanted.mailbox):
-        if other.resource_id != resource_id:
-            raise mailbox_taken(wanted.mailbox, other.resource_id)
     if check is not None:
         check(wanted, current)
-    try:
-        repo.claim(wanted.mailbox, resource_id)
-    except MailboxTaken as taken:
-        raise mailbox_taken(wanted.mailbox, taken.resource_id) from None
     moment = now()
     try:
         if current is None:
@@ -119,6 +137,8 @@ def put_mapping(
                         enabled=wanted.enabled,
                         created_at=moment,
                         updated_at=moment,
+                        direction=wanted.direction,
+                        filters=wanted.filters.to_filters(),
                     )
                 ),
                 created=True,
@@ -130,37 +150,15 @@ def put_mapping(
                 privacy=wanted.privacy,
                 enabled=wanted.enabled,
                 updated_at=moment,
+                direction=wanted.direction,
+                filters=wanted.filters.to_filters(),
             )
             result = PutResult(repo.replace(updated), created=False, previous=current)
     except (ConflictError, NotFoundError) as exc:
-        repo.release(wanted.mailbox, resource_id)  # only if this resource does not map it
         raise Conflict(
             f"mapping {resource_id!r} was changed at the same time ({exc}); retry"
         ) from None
-    try:
-        repo.confirm(wanted.mailbox, resource_id)
-    except MailboxTaken as taken:  # another resource took the mailbox over meanwhile
-        _undo(repo, result)
-        raise mailbox_taken(wanted.mailbox, taken.resource_id) from None
-    if current is not None and current.mailbox != wanted.mailbox:
-        repo.release(current.mailbox, resource_id)
     return result
-
-
-def mailbox_taken(mailbox: str, holder: str) -> Conflict:
-    return Conflict(
-        f"mailbox {mailbox} is already mapped to resource {holder!r}; unmap it there first"
-    )
-
-
-def _undo(repo: MappingRepository, result: PutResult) -> None:
-    """Put the mapping back as it was before a write that lost its mailbox (ETag-guarded)."""
-    with contextlib.suppress(ConflictError, NotFoundError):
-        if result.previous is None:
-            repo.delete(result.mapping.resource_id, etag=result.mapping.etag)
-        else:
-            repo.replace(replace(result.previous, etag=result.mapping.etag))
-    repo.release(result.mapping.mailbox, result.mapping.resource_id)
 
 
 def get_mapping(repo: MappingRepository, resource_id: str) -> Mapping:
@@ -184,7 +182,6 @@ def delete_mapping(
         repo.delete(resource_id, etag=mapping.etag)
     except ConflictError:
         raise Conflict(f"mapping {resource_id!r} was changed at the same time; retry") from None
-    repo.release(mapping.mailbox, resource_id)
     return mapping
 
 
@@ -240,6 +237,8 @@ def save_mapping(
         action, detail = "mapping.move", f"moved from {previous.mailbox} to {mapping.mailbox}"
     else:
         action, detail = "mapping.update", f"{mapping.mailbox} ({mapping.privacy})"
+    if mapping.direction != "both":
+        detail += f", {mapping.direction.replace('_', ' ')} only"
     if not mapping.enabled and result.created:
         detail += "; deactivated"
     catch_up = mapping.enabled and (
@@ -249,10 +248,22 @@ def save_mapping(
     booking_ids = bookings_to_reapply(svc, resource_id) if catch_up else {}
 
     warnings: list[dict[str, str]] = []
+    stops_reading = (
+        previous is not None
+        and previous.enabled
+        and previous.reads_outlook
+        and mapping.enabled
+        and not mapping.reads_outlook
+    )
     if previous is not None and previous.enabled and (moved or not mapping.enabled):
         wait_for_reads(svc, previous.mailbox)
     if moved and previous is not None:
         warnings += _retire_mailbox(svc, previous)
+    elif stops_reading:
+        # Now only written to Outlook: the platform no longer gets this mailbox's time for it.
+        wait_for_reads(svc, mapping.mailbox)
+        withdraw_blockers(svc, resource_id, mapping.mailbox, no_progress)
+        detail += "; its blockers were withdrawn"
     result = activate(svc, result)
     warnings = result.warnings + warnings
     # Outlook writes do not need the subscription: re-apply even if it could not be made.
@@ -295,19 +306,22 @@ def _retire_mailbox(svc: Services, old: Mapping) -> list[dict[str, str]]:
 
 
 def activate(svc: Services, result: PutResult) -> PutResult:
-    """Start or stop sync for a mapping that was just written: subscribe (or unsubscribe) at
-    once and read the mailbox fresh. A Graph failure is reported, not fatal: the mapping is
-    saved, its status shows the error, and the next renewal pass tries again."""
+    """Start or stop sync for a mapping that was just written: subscribe (or unsubscribe, when
+    it no longer reads Outlook) at once and read the mailbox fresh. A Graph failure is
+    reported, not fatal: the mapping is saved, its status shows the error, and the next renewal
+    pass tries again."""
     from sync_core.inbound import subscriptions
     from sync_core.store.queues import SYNC_MAILBOX
 
     mapping = result.mapping
     try:
-        if mapping.enabled:
+        if mapping.enabled and mapping.reads_outlook:
             subscriptions.ensure(svc, mapping)
-            svc.queues.send(SYNC_MAILBOX, {"mailbox": mapping.mailbox, "full": True})
-        else:
+        else:  # kept while another resource reads the same mailbox
             subscriptions.remove(svc, mapping.mailbox)
+        if mapping.enabled:
+            # Also for a mapping that only writes: the read finds its events people changed.
+            svc.queues.send(SYNC_MAILBOX, {"mailbox": mapping.mailbox, "full": True})
     except GraphError as error:
         svc.health.failure(mapping.resource_id, error.to_json())
         svc.history.add(
@@ -334,14 +348,12 @@ def deactivate(svc: Services, mapping: Mapping) -> None:
 
 def withdraw_blockers(svc: Services, resource_id: str, mailbox: str, progress: Progress) -> int:
     """Tell the platform every blocker of the mailbox is gone, and forget them."""
-    blockers = [
-        b for b in svc.blockers.for_mailbox(mailbox).values() if b.resource_id == resource_id
-    ]
+    blockers = list(svc.blockers.for_resource(mailbox, resource_id).values())
     progress("withdrawing blockers", 0, len(blockers))
     for done, blocker in enumerate(blockers, 1):
         svc.platform.emit(
             "blocker.deleted", resource_id, {"id": blocker.id}, after=blocker.sequence
         )
-        svc.blockers.delete(mailbox, blocker.id)
+        svc.blockers.delete(mailbox, resource_id, blocker.id)
         progress("withdrawing blockers", done, len(blockers))
     return len(blockers)

@@ -199,8 +199,10 @@ def render(
     overall = str(status.get("state") or "ok")
     summary = status.get("summary") or {}
     counts = (
-        f"{e(summary.get('mappings', 0))} mapping(s): {e(summary.get('ok', 0))} in sync, "
-        f"{e(summary.get('error', 0))} with errors, {e(summary.get('deactivated', 0))} deactivated"
+        f"{e(summary.get('mappings', 0))} mapping(s): "
+        f'<span id="count-connected">{e(summary.get("connected", 0))}</span> connected, '
+        f'<span id="count-failed">{e(summary.get("failed", 0))}</span> failed, '
+        f'<span id="count-deactivated">{e(summary.get("deactivated", 0))}</span> deactivated'
     )
     return (
         "<!doctype html>"

@@ -84,7 +84,6 @@ def remove_mapping(
         svc.mappings.delete(resource_id, etag=mapping.etag)
     except ConflictError:
         raise Conflict(f"mapping {resource_id!r} was changed at the same time; retry") from None
-    svc.mappings.release(mapping.mailbox, resource_id)
     if not purge:
         deactivate(svc, mapping)
     svc.health.clear(resource_id)

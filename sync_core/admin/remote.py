@@ -161,8 +161,24 @@ class Remote:
     def doctor(self) -> dict[str, Any]:
         return self._call("GET", "/api/admin/doctor")[1]
 
+    def platform_test(self) -> dict[str, Any]:
+        return self._call("POST", "/api/admin/platform/test")[1]
+
     def resync(self, resource_id: str, *, progress: Progress | None = None) -> dict[str, Any]:
         return self._call("POST", f"{self._mapping(resource_id)}/resync")[1]
+
+    def bulk_map(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/admin/mappings/bulk", json=body)[1]
+
+    def bulk_deactivate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/admin/mappings/bulk-deactivate", json=body)[1]
+
+    def bulk_delete(self, body: dict[str, Any], *, purge: bool = False) -> dict[str, Any]:
+        params = {"purge": "true"} if purge else {}
+        return self._call("POST", "/api/admin/mappings/bulk-delete", params=params, json=body)[1]
+
+    def availability(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/availability", json=body)[1]
 
     # -- HTTP ----------------------------------------------------------------------------------
 

@@ -172,11 +172,15 @@ def build_status(svc: Services) -> dict[str, Any]:
             )
         )
         credential = credential_status(svc)
+    connected = sum(1 for r in rows if r["state"] == "ok")  # enabled and healthy
+    failed = sum(1 for r in rows if r["state"] == "error")
     summary = {
         "mappings": len(rows),
-        "ok": sum(1 for r in rows if r["state"] == "ok"),
-        "error": sum(1 for r in rows if r["state"] == "error"),
+        "connected": connected,
+        "failed": failed,
         "deactivated": sum(1 for r in rows if r["state"] == "deactivated"),
+        "ok": connected,  # the same counts by the mapping states' names
+        "error": failed,
     }
     pending = sum(q["pending"] for q in queues)
     parked = sum(q["parked"] for q in queues)

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sync_core.clock import iso
+from sync_core.domain.mapping import Filters
 from sync_core.domain.outlook import event_span, observable_digest
 
 BLOCKING = frozenset({"busy", "tentative", "oof", "workingelsewhere"})
@@ -83,6 +84,15 @@ class Own(NamedTuple):
     change_key: str = ""  # the event's changeKey after this service's last write to it
 
 
+@dataclass(frozen=True)
+class View:
+    """How one resource mapped to the mailbox sees it: its privacy and its filters."""
+
+    resource_id: str
+    privacy: str
+    filters: Filters = field(default_factory=Filters)
+
+
 @dataclass
 class Plan:
     upserts: list[Blocker] = field(default_factory=list)
@@ -96,11 +106,17 @@ def blocker_id(mailbox: str, event_id: str) -> str:
 
 
 def to_blocker(
-    mailbox: str, event: Mapping[str, Any], privacy: str, resource_id: str
+    mailbox: str,
+    event: Mapping[str, Any],
+    privacy: str,
+    resource_id: str,
+    filters: Filters | None = None,
 ) -> Blocker | None:
     """The blocker an Outlook event in ``mailbox`` makes for ``resource_id``, or None if it does
-    not block."""
+    not block (or the mapping's filters leave it out)."""
     if event.get("type") == "seriesMaster" or event.get("isCancelled"):
+        return None
+    if filters is not None and filters.ignores(event):
         return None
     show_as = str(event.get("showAs") or "busy")
     if show_as.lower() not in BLOCKING:
@@ -133,21 +149,52 @@ def plan_page(
     stored: Mapping[str, str],
     projections: Mapping[str, Own],
     window: tuple[datetime, datetime],
+    filters: Filters | None = None,
 ) -> Plan:
-    """Decide for one page of a delta round, taking its items in order.
+    """:func:`plan_views` for a mailbox mapped to one resource."""
+    view = View(resource_id, privacy, filters or Filters())
+    plans, drifted = plan_views(
+        mailbox=mailbox,
+        views=[view],
+        items=items,
+        stored={resource_id: stored},
+        projections=projections,
+        window=window,
+    )
+    plan = plans[resource_id]
+    plan.drifted = drifted
+    return plan
+
+
+def plan_views(
+    *,
+    mailbox: str,
+    views: Iterable[View],
+    items: Iterable[Mapping[str, Any]],
+    stored: Mapping[str, Mapping[str, str]],
+    projections: Mapping[str, Own],
+    window: tuple[datetime, datetime],
+) -> tuple[dict[str, Plan], list[str]]:
+    """Decide for one page of a delta round, taking its items in order: the blockers of each
+    resource that reads the mailbox (its plan's upserts and deletes, by resource id), and the
+    bookings whose projection drifted.
 
     ``items`` are Graph's: full events, or ``{"id", "@removed": {...}}`` for removed ones; the
-    same event may come more than once, and the last mention wins. ``stored`` maps blocker id →
-    digest last sent; ``projections`` maps the service's own event ids (or ``txn:`` +
-    transaction id, for creates not yet recorded) → (booking id, observable digest of what it
-    wrote, or "" if unknown). Only blockers whose digest changed are sent again; an own event has
-    drifted only if what a person sees of it changed.
+    same event may come more than once, and the last mention wins. ``stored`` maps each
+    resource id → blocker id → digest last sent; ``projections`` maps the service's own event
+    ids (or ``txn:`` + transaction id, for creates not yet recorded) → (booking id, observable
+    digest of what it wrote, or "" if unknown). Only blockers whose digest changed are sent
+    again; an own event has drifted only if what a person sees of it changed. With no views
+    (the mailbox's mappings only write to it) only drift is decided.
     """
     start, end = window
-    final: dict[str, Blocker | None] = {}  # blocker id → its last state on this page
+    views = list(views)
+    # resource id → blocker id → its last state on this page
+    final: dict[str, dict[str, Blocker | None]] = {v.resource_id: {} for v in views}
     drifted: dict[str, None] = {}  # ordered set of booking ids
     for item in items:
         event_id = str(item["id"])
+        bid = blocker_id(mailbox, event_id)
         own = projections.get(event_id)
         if own is None and item.get("transactionId"):
             # Created but not yet recorded under its id: known by its transaction id.
@@ -160,23 +207,32 @@ def plan_page(
                     drifted[own.booking_id] = None
             elif own.digest and observable_digest(item) != own.digest:
                 drifted[own.booking_id] = None  # a person edited it: restore the booking
-            if blocker_id(mailbox, event_id) in stored:
-                # Sent as a blocker before it was known as ours (e.g. read between the create
-                # and the link write under a lost race): take that blocker back.
-                final[blocker_id(mailbox, event_id)] = None
+            for view in views:
+                if bid in stored.get(view.resource_id, {}):
+                    # Sent as a blocker before it was known as ours (e.g. read between the
+                    # create and the link write under a lost race): take that blocker back.
+                    final[view.resource_id][bid] = None
             continue
-        blocker = None if "@removed" in item else to_blocker(mailbox, item, privacy, resource_id)
-        if blocker is not None and (blocker.end <= start or blocker.start >= end):
-            blocker = None
-        final[blocker_id(mailbox, event_id)] = blocker
-    plan = Plan(drifted=list(drifted))
-    for bid, blocker in final.items():
-        if blocker is None:
-            if bid in stored:
-                plan.deletes.append(bid)
-        elif stored.get(bid) != blocker.content_hash:
-            plan.upserts.append(blocker)
-    return plan
+        for view in views:
+            blocker = (
+                None
+                if "@removed" in item
+                else to_blocker(mailbox, item, view.privacy, view.resource_id, view.filters)
+            )
+            if blocker is not None and (blocker.end <= start or blocker.start >= end):
+                blocker = None
+            final[view.resource_id][bid] = blocker
+    plans: dict[str, Plan] = {}
+    for view in views:
+        plan = plans[view.resource_id] = Plan()
+        sent = stored.get(view.resource_id, {})
+        for bid, blocker in final[view.resource_id].items():
+            if blocker is None:
+                if bid in sent:
+                    plan.deletes.append(bid)
+            elif sent.get(bid) != blocker.content_hash:
+                plan.upserts.append(blocker)
+    return plans, list(drifted)
 
 
 def plan_full_round(

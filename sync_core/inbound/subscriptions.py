@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,9 @@ CHANGE_TYPES = "created,updated,deleted"
 ORPHAN_GRACE = timedelta(minutes=10)  # a create still unrecorded after this has failed midway
 SWEEP_INTERVAL = timedelta(days=1)  # how often a pass lists Graph's subscriptions unasked
 SETTLE = timedelta(minutes=1)  # a by-id row this young may belong to a create still recording
+# How long a create waits for another worker's create of the same mailbox (Graph's validation
+# request to both URLs must be answered within 10 seconds each).
+CREATE_WAIT = timedelta(seconds=25)
 _EVENTS_RESOURCE = re.compile(r"^/?users/([^/]+)/events$", re.IGNORECASE)
 
 
@@ -51,11 +55,19 @@ def _lifetime(svc: Services) -> timedelta:
 
 
 def create(svc: Services, mapping: Mapping) -> SubscriptionRecord:
-    """A new subscription for the mapping's mailbox (Graph first checks both URLs answer)."""
-    client_state = secrets.token_urlsafe(32)
+    """A new subscription for the mapping's mailbox (Graph first checks both URLs answer).
+    Should another worker be creating it right now, its record is waited for instead."""
     # Written first: if this worker dies after Graph created the subscription but before the
     # record below is saved, the next renewal pass knows to look for the orphan.
-    svc.subscriptions.intend(mapping.mailbox)
+    if not svc.subscriptions.claim_create(mapping.mailbox, CREATE_WAIT):
+        deadline = time.monotonic() + CREATE_WAIT.total_seconds()
+        while time.monotonic() < deadline:
+            record = svc.subscriptions.by_mailbox(mapping.mailbox)
+            if record is not None:
+                return record
+            time.sleep(0.25)
+        svc.subscriptions.intend(mapping.mailbox)  # it did not finish: make one (swept later)
+    client_state = secrets.token_urlsafe(32)
     created = svc.graph.create_subscription(
         resource=f"users/{mapping.mailbox}/events",
         change_type=CHANGE_TYPES,
@@ -73,6 +85,7 @@ def create(svc: Services, mapping: Mapping) -> SubscriptionRecord:
     )
     svc.subscriptions.save(record)
     svc.subscriptions.fulfilled(mapping.mailbox)
+    _restored(svc, mapping.mailbox)
     return record
 
 
@@ -95,41 +108,85 @@ def ensure(svc: Services, mapping: Mapping) -> SubscriptionRecord:
         expires_at=parse_iso(answer.get("expirationDateTime")) or now() + _lifetime(svc),
     )
     svc.subscriptions.save(renewed)
+    _restored(svc, mapping.mailbox)
     return renewed
 
 
 def recreate(svc: Services, mapping: Mapping) -> SubscriptionRecord:
-    """After ``subscriptionRemoved``: forget the old one and create a new one."""
-    old = svc.subscriptions.by_mailbox(mapping.mailbox)
-    if old is not None:
-        svc.subscriptions.delete(old)
-        try:
-            svc.graph.delete_subscription(old.subscription_id)
-        except GraphError:
-            log.info("old subscription %s was already gone", old.subscription_id)
-    return create(svc, mapping)
+    """After ``subscriptionRemoved``: forget the old one and create a new one. A failure that
+    retrying will not mend marks the mailbox's change feed lost (``subscription.lost``)."""
+    try:
+        old = svc.subscriptions.by_mailbox(mapping.mailbox)
+        if old is not None:
+            svc.subscriptions.delete(old)
+            try:
+                svc.graph.delete_subscription(old.subscription_id)
+            except GraphError:
+                log.info("old subscription %s was already gone", old.subscription_id)
+        return create(svc, mapping)
+    except GraphError as error:
+        if not error.retryable:
+            lost(svc, mapping, error)
+        raise
 
 
 def reauthorize(svc: Services, mapping: Mapping) -> None:
-    """After ``reauthorizationRequired``: reauthorize, or recreate if Graph lost it."""
+    """After ``reauthorizationRequired``: reauthorize, or recreate if Graph lost it. A failure
+    that retrying will not mend marks the mailbox's change feed lost (``subscription.lost``)."""
     record = svc.subscriptions.by_mailbox(mapping.mailbox)
-    if record is None:
-        create(svc, mapping)
-        return
     try:
-        svc.graph.reauthorize_subscription(record.subscription_id)
+        if record is None:
+            create(svc, mapping)
+            return
+        try:
+            svc.graph.reauthorize_subscription(record.subscription_id)
+        except GraphError as error:
+            if error.status != 404:
+                raise
+            recreate(svc, mapping)
+            return
     except GraphError as error:
-        if error.status != 404:
-            raise
-        recreate(svc, mapping)
+        if not error.retryable:
+            lost(svc, mapping, error)
+        raise
+    _restored(svc, mapping.mailbox)
+
+
+def lost(svc: Services, mapping: Mapping, error: GraphError) -> None:
+    """The mailbox's change feed could not be restored: every enabled mapping that reads it is
+    marked, and the platform gets ``subscription.lost`` once per mapping until a subscription
+    is created or renewed again. (A lifecycle event's read that gives up after its retries
+    calls this too.)"""
+    log.warning("change feed of %s lost: %s", mapping.mailbox, error)
+    for resource_id in _readers(svc, mapping):
+        svc.health.lost(resource_id, error.to_json())
+
+
+def _readers(svc: Services, mapping: Mapping) -> list[str]:
+    """The resources whose blockers come from the mapping's mailbox (at least its own)."""
+    found = {
+        m.resource_id
+        for m in svc.mappings.by_mailbox(mapping.mailbox)
+        if m.enabled and m.reads_outlook
+    }
+    return sorted(found | {mapping.resource_id})
+
+
+def _restored(svc: Services, mailbox: str, marked: set[str] | None = None) -> None:
+    """The mailbox has a live subscription: clear the lost mark of the mappings that read it
+    (of those in ``marked`` only, when the caller already knows which are marked)."""
+    for m in svc.mappings.by_mailbox(mailbox):
+        if marked is None or m.resource_id in marked:
+            svc.health.restored(m.resource_id)
 
 
 def remove(svc: Services, mailbox: str, *, ask_sweep: bool = True) -> bool:
-    """Stop notifications for a mailbox (mapping deactivated, deleted or moved away), unless an
-    enabled mapping names the mailbox by now (another resource took it and uses the
-    subscription). Asks the next renewal pass to sweep, for duplicates a concurrent create made.
+    """Stop notifications for a mailbox (mapping deactivated, deleted, moved away or only writing
+    now), unless an enabled mapping that reads the mailbox names it (another resource shares
+    the mailbox and uses the subscription). Asks the next renewal pass to sweep, for
+    duplicates a concurrent create made.
     """
-    if any(m.enabled for m in svc.mappings.by_mailbox(mailbox)):
+    if any(m.enabled and m.reads_outlook for m in svc.mappings.by_mailbox(mailbox)):
         return False
     if ask_sweep:
         svc.subscriptions.request_sweep()
@@ -154,7 +211,10 @@ def renew_all(svc: Services) -> RenewalReport:
     mappings, stored = svc.both(
         lambda: list(svc.mappings.all(enabled_only=True)), svc.subscriptions.all
     )
-    active = {m.mailbox: m for m in mappings}
+    # One subscription per mailbox that an enabled mapping reads (resources may share one).
+    active = {
+        m.mailbox: m for m in sorted(mappings, key=lambda m: m.resource_id) if m.reads_outlook
+    }
     records = {r.mailbox: r for r in stored}
     kept: list[SubscriptionRecord] = []  # rows not renewed by this pass
 
@@ -218,6 +278,11 @@ def renew_all(svc: Services) -> RenewalReport:
         svc.subscriptions.renewed_together(renewed, kept, until)
     else:
         svc.subscriptions.save_many(renewed, renewed_only=True)
+    if renewed and (marked := svc.health.lost_ones()):
+        # Renewed fine: a feed marked lost (a reauthorization refused) is back.
+        back = {r.mailbox for r in renewed}
+        for mailbox in sorted({m.mailbox for m in mappings if m.resource_id in marked} & back):
+            _restored(svc, mailbox, marked)
 
     for mailbox, mapping in active.items():
         if mailbox in records:
@@ -269,7 +334,7 @@ def unowned(svc: Services, listed: list[dict[str, Any]]) -> list[Unowned]:
     enabled mapping owns. Left out, as possibly a create in flight: those of a mailbox whose
     create started less than :data:`ORPHAN_GRACE` ago, and those recorded less than
     :data:`SETTLE` ago."""
-    mapped = {m.mailbox for m in svc.mappings.all(enabled_only=True)}
+    mapped = {m.mailbox for m in svc.mappings.all(enabled_only=True) if m.reads_outlook}
     recorded = {r.mailbox: r.subscription_id for r in svc.subscriptions.all()}
     intents = svc.subscriptions.intents()
     moment = now()
@@ -325,4 +390,6 @@ def _queue_full_sync(svc: Services, mailbox: str) -> None:
 
 def _record_failure(svc: Services, mapping: Mapping, error: GraphError) -> None:
     log.warning("subscription for %s failed: %s", mapping.mailbox, error)
-    svc.health.failure(mapping.resource_id, error.to_json())
+    for resource_id in _readers(svc, mapping):
+        svc.health.failure(resource_id, error.to_json())
+    lost(svc, mapping, error)

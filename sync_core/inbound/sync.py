@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from sync_core.clock import iso, now, parse_iso, sync_window
 from sync_core.domain.inbound import (
+    View,
     blocker_id,
     missing_projections,
     plan_full_round,
-    plan_page,
+    plan_views,
     to_blocker,
 )
 from sync_core.graph import DeltaPage, DeltaReset, GraphError
 from sync_core.inbound import subscriptions
 from sync_core.platform import retry_delay
-from sync_core.store.history import HistoryEntry
 from sync_core.store.mappings import Mapping
 from sync_core.store.queues import APPLY_BOOKING, SYNC_MAILBOX
 
@@ -38,8 +38,11 @@ LEASE_BUSY_DELAY = 2  # seconds before a sync that found the mailbox busy tries 
 MAX_HORIZON_WAIT = 1.0  # seconds a queued read waits at most for its window's end
 
 
-def _mapping_for(svc: Services, mailbox: str) -> Mapping | None:
-    return next((m for m in svc.mappings.by_mailbox(mailbox) if m.enabled), None)
+def _mappings_for(svc: Services, mailbox: str) -> list[Mapping]:
+    """The enabled mappings of the mailbox (several resources may share it), in a fixed order."""
+    return sorted(
+        (m for m in svc.mappings.by_mailbox(mailbox) if m.enabled), key=lambda m: m.resource_id
+    )
 
 
 def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
@@ -51,9 +54,11 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
     after it arrived, and a burst costs at most two reads, the one running and one after.
     """
     mailbox = str(message["mailbox"]).lower()
-    mapping = _mapping_for(svc, mailbox)
-    if mapping is None:
+    mappings = _mappings_for(svc, mailbox)
+    if not mappings:
         return  # unmapped or deactivated: nothing to sync
+    # The subscription belongs to the mailbox; any mapping that reads it stands for it.
+    reader = next((m for m in mappings if m.reads_outlook), None)
     requested = parse_iso(message.get("requested"))
     full = bool(message.get("full"))
     if not full and _only_own_writes(svc, mailbox, message.get("changed")):
@@ -80,26 +85,30 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
         svc.queues.send(SYNC_MAILBOX, message, delay_seconds=LEASE_BUSY_DELAY)
         return
     lifecycle = message.get("lifecycle")
-    counts: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {}  # resource id → what happened → how often
     while leased is not None:
         started = now()
         try:
-            if lifecycle == "reauthorizationRequired":
-                subscriptions.reauthorize(svc, mapping)
-            elif lifecycle == "subscriptionRemoved":
-                subscriptions.recreate(svc, mapping)
+            if reader is not None and lifecycle == "reauthorizationRequired":
+                subscriptions.reauthorize(svc, reader)
+            elif reader is not None and lifecycle == "subscriptionRemoved":
+                subscriptions.recreate(svc, reader)
             window = sync_window(started.date(), svc.settings.sync_window_days)
             fresh = full or leased.delta_link is None or leased.window_start != window[0]
-            found, delta_link = _read(svc, mapping, window, None if fresh else leased.delta_link)
+            found, delta_link = _read(
+                svc, mailbox, mappings, window, None if fresh else leased.delta_link
+            )
         except GraphError as error:
             svc.cursors.release(leased)
-            _sync_failed(svc, mapping, message, error)
+            _sync_failed(svc, mailbox, mappings, message, error)
             return
         except BaseException:
             svc.cursors.release(leased)
             raise
-        for what, n in found.items():
-            counts[what] = counts.get(what, 0) + n
+        for resource_id, done in found.items():
+            total = counts.setdefault(resource_id, {})
+            for what, n in done.items():
+                total[what] = total.get(what, 0) + n
         lifecycle, full = None, False
         leased = svc.cursors.release(
             leased,
@@ -109,18 +118,12 @@ def sync_mailbox(svc: Services, message: dict[str, Any]) -> None:
             round_started_at=started,
             last_success=now(),
         )
-    svc.health.success(mapping.resource_id)
-    if any(counts.values()):
-        svc.history.record(
-            HistoryEntry(
-                at=now(),
-                resource_id=mapping.resource_id,
-                action="mailbox.sync",
-                subject=mailbox,
-                outcome="ok",
-                detail=", ".join(f"{n} {what}" for what, n in counts.items() if n),
-            )
-        )
+    for mapping in mappings:
+        svc.health.success(mapping.resource_id)
+        done = counts.get(mapping.resource_id, {})
+        if any(done.values()):
+            detail = ", ".join(f"{n} {what}" for what, n in done.items() if n)
+            svc.history.add(mapping.resource_id, "mailbox.sync", mailbox, "ok", detail)
 
 
 def _only_own_writes(svc: Services, mailbox: str, changed: Any) -> bool:
@@ -139,31 +142,47 @@ def _only_own_writes(svc: Services, mailbox: str, changed: Any) -> bool:
     )
 
 
+Counts = dict[str, dict[str, int]]  # resource id → what happened → how often
+
+
 def _read(
-    svc: Services, mapping: Mapping, window: tuple[datetime, datetime], link: str | None
-) -> tuple[dict[str, int], str | None]:
+    svc: Services,
+    mailbox: str,
+    mappings: list[Mapping],
+    window: tuple[datetime, datetime],
+    link: str | None,
+) -> tuple[Counts, str | None]:
     """One delta round (or its continuation); a lost delta token restarts it with a full read."""
     try:
-        return _apply_round(svc, mapping, window, link)
+        return _apply_round(svc, mailbox, mappings, window, link)
     except DeltaReset:
         if link is None:
             raise
-        log.info("delta token of %s expired; reading the window again", mapping.mailbox)
-        return _apply_round(svc, mapping, window, None)
+        log.info("delta token of %s expired; reading the window again", mailbox)
+        return _apply_round(svc, mailbox, mappings, window, None)
 
 
 def _apply_round(
-    svc: Services, mapping: Mapping, window: tuple[datetime, datetime], link: str | None
-) -> tuple[dict[str, int], str | None]:
-    mailbox = mapping.mailbox
-    stored = svc.blockers.for_mailbox(mailbox)
-    digests = {bid: b.content_hash for bid, b in stored.items()}
-    sent = {bid: b.sequence for bid, b in stored.items()}  # each blocker's last sequence
+    svc: Services,
+    mailbox: str,
+    mappings: list[Mapping],
+    window: tuple[datetime, datetime],
+    link: str | None,
+) -> tuple[Counts, str | None]:
+    """Read the mailbox once; each resource that reads it gets its own blockers (its privacy,
+    its filters), and the bookings of any of them whose event a person changed are restored."""
+    views = [View(m.resource_id, m.privacy, m.filters) for m in mappings if m.reads_outlook]
+    digests: dict[str, dict[str, str]] = {v.resource_id: {} for v in views}
+    sent: dict[str, dict[str, int]] = {v.resource_id: {} for v in views}  # last sequences
+    for stored in svc.blockers.in_mailbox(mailbox):
+        if stored.resource_id in digests:
+            digests[stored.resource_id][stored.id] = stored.content_hash
+            sent[stored.resource_id][stored.id] = stored.sequence
     # What this service had written before the read: only a full read needs it (to find
     # projections that are gone); each page reads the index again anyway.
     projections = svc.links.projections(mailbox) if link is None else {}
-    counts = {"upserted": 0, "deleted": 0, "restored": 0}
-    seen: set[str] = set()  # blocker ids a full read found
+    counts: Counts = {m.resource_id: {} for m in mappings}
+    seen: dict[str, set[str]] = {v.resource_id: set() for v in views}  # what a full read found
     shown: set[str] = set()  # event ids a full read found
     drifted: set[str] = set()
     pages = (
@@ -177,63 +196,83 @@ def _apply_round(
         # Read again after the page: the service indexes a create before asking Graph for it, so
         # an event this page shows that a concurrent apply created is known as ours here (the
         # snapshot taken before the read would not know it and send it as a blocker).
-        plan = plan_page(
+        plans, page_drifted = plan_views(
             mailbox=mailbox,
-            resource_id=mapping.resource_id,
-            privacy=mapping.privacy,
+            views=views,
             items=page.items,
             stored=digests,
             projections=svc.links.projections(mailbox),
             window=window,
         )
-        for blocker in plan.upserts:
-            # Queued before it is recorded as sent: a worker that dies in between leaves the
-            # digest unchanged, and the redelivered read (the delta link is stored only once the
-            # round is complete) sends it again.
-            sequence = svc.platform.emit(
-                "blocker.upserted",
-                blocker.resource_id,
-                blocker.to_json(),
-                after=sent.get(blocker.id, 0),
-            )
-            svc.blockers.put(replace(blocker, sequence=sequence))
-            digests[blocker.id] = blocker.content_hash
-            sent[blocker.id] = sequence
-            counts["upserted"] += 1
-        for bid in plan.deletes:
-            _delete(svc, mapping, bid, digests, sent)
-            counts["deleted"] += 1
-        drifted.update(plan.drifted)
+        for resource_id, plan in plans.items():
+            done = counts[resource_id]
+            for blocker in plan.upserts:
+                # Queued before it is recorded as sent: a worker that dies in between leaves
+                # the digest unchanged, and the redelivered read (the delta link is stored only
+                # once the round is complete) sends it again.
+                sequence = svc.platform.emit(
+                    "blocker.upserted",
+                    resource_id,
+                    blocker.to_json(),
+                    after=sent[resource_id].get(blocker.id, 0),
+                )
+                svc.blockers.put(replace(blocker, sequence=sequence))
+                digests[resource_id][blocker.id] = blocker.content_hash
+                sent[resource_id][blocker.id] = sequence
+                done["upserted"] = done.get("upserted", 0) + 1
+            for bid in plan.deletes:
+                _delete(svc, mailbox, resource_id, bid, digests, sent)
+                done["deleted"] = done.get("deleted", 0) + 1
+        drifted.update(page_drifted)
         if link is None:  # a full read: remember everything Outlook still shows
             shown.update(str(e["id"]) for e in page.changed)
-            seen.update(
-                blocker_id(mailbox, str(e["id"]))
-                for e in page.changed
-                if to_blocker(mailbox, e, mapping.privacy, mapping.resource_id) is not None
-            )
+            for view in views:
+                seen[view.resource_id].update(
+                    blocker_id(mailbox, str(e["id"]))
+                    for e in page.changed
+                    if to_blocker(mailbox, e, view.privacy, view.resource_id, view.filters)
+                    is not None
+                )
     if link is None:
         # Only after the whole window was read without error: what is gone is really gone.
-        for bid in plan_full_round(seen=seen, stored=digests):
-            _delete(svc, mapping, bid, digests, sent)
-            counts["deleted"] += 1
+        for view in views:
+            resource_id = view.resource_id
+            for bid in plan_full_round(seen=seen[resource_id], stored=digests[resource_id]):
+                _delete(svc, mailbox, resource_id, bid, digests, sent)
+                done = counts[resource_id]
+                done["deleted"] = done.get("deleted", 0) + 1
         drifted.update(missing_projections(projections, shown, window))
     for booking_id in sorted(drifted):
         svc.queues.send(APPLY_BOOKING, {"booking_id": booking_id, "attempt": 1, "repair": True})
-        counts["restored"] += 1
+    if drifted:
+        for mapping in mappings:
+            if mapping.writes_outlook:
+                counts[mapping.resource_id]["restored"] = len(drifted)
     return counts, (last.delta_link if last else link)
 
 
 def _delete(
-    svc: Services, mapping: Mapping, bid: str, digests: dict[str, str], sent: dict[str, int]
+    svc: Services,
+    mailbox: str,
+    resource_id: str,
+    bid: str,
+    digests: dict[str, dict[str, str]],
+    sent: dict[str, dict[str, int]],
 ) -> None:
     # Queued before the mirror forgets it, as for upserts: a redelivery deletes it again.
-    svc.platform.emit("blocker.deleted", mapping.resource_id, {"id": bid}, after=sent.get(bid, 0))
-    svc.blockers.delete(mapping.mailbox, bid)
-    digests.pop(bid, None)
+    svc.platform.emit(
+        "blocker.deleted", resource_id, {"id": bid}, after=sent[resource_id].get(bid, 0)
+    )
+    svc.blockers.delete(mailbox, resource_id, bid)
+    digests[resource_id].pop(bid, None)
 
 
 def _sync_failed(
-    svc: Services, mapping: Mapping, message: dict[str, Any], error: GraphError
+    svc: Services,
+    mailbox: str,
+    mappings: list[Mapping],
+    message: dict[str, Any],
+    error: GraphError,
 ) -> None:
     attempt = int(message.get("attempt", 1))
     if error.retryable and attempt < svc.settings.retry_attempts:
@@ -242,25 +281,22 @@ def _sync_failed(
         )
         svc.queues.send(SYNC_MAILBOX, {**message, "attempt": attempt + 1}, delay_seconds=delay)
         return
-    svc.health.failure(mapping.resource_id, error.to_json())
-    svc.history.record(
-        HistoryEntry(
-            at=now(),
-            resource_id=mapping.resource_id,
-            action="mailbox.sync",
-            subject=mapping.mailbox,
-            outcome="failed",
-            detail=error.message,
-            error=error.to_json(),
+    reader = next((m for m in mappings if m.reads_outlook), None)
+    if message.get("lifecycle") and reader is not None:
+        # The subscription was to be restored (reauthorized or made anew) and could not be.
+        subscriptions.lost(svc, reader, error)
+    for mapping in mappings:
+        svc.health.failure(mapping.resource_id, error.to_json())
+        svc.history.add(
+            mapping.resource_id, "mailbox.sync", mailbox, "failed", error.message, error.to_json()
         )
-    )
 
 
 def safety_sweep(svc: Services) -> int:
-    """The ``safety_sweep`` timer: queue a sync of every active mapping (lost notifications)."""
-    count = 0
-    for mapping in svc.mappings.all(enabled_only=True):
+    """The ``safety_sweep`` timer: queue a sync of every mailbox with an active mapping (lost
+    notifications; for mappings that only write, the read that finds edited events)."""
+    mailboxes = sorted({m.mailbox for m in svc.mappings.all(enabled_only=True)})
+    for mailbox in mailboxes:
         requested = iso(now(), "microseconds")
-        svc.queues.send(SYNC_MAILBOX, {"mailbox": mapping.mailbox, "requested": requested})
-        count += 1
-    return count
+        svc.queues.send(SYNC_MAILBOX, {"mailbox": mailbox, "requested": requested})
+    return len(mailboxes)

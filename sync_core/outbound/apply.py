@@ -119,7 +119,11 @@ def _converge(svc: Services, facts: Facts, link: Link | None) -> _Outcome | None
         return None
     if step.kind == "ignore":
         svc.history.add(
-            booking.resource_id, "booking.apply", booking.id, "ignored", "mapping deactivated"
+            booking.resource_id,
+            "booking.apply",
+            booking.id,
+            "ignored",
+            "mapping deactivated or reading Outlook only",
         )
         return None
     if step.kind == "gone":
@@ -200,7 +204,11 @@ def _next(svc: Services, facts: Facts) -> tuple[Step, Facts]:
     while step.kind in READS:
         if step.kind == "read_mapping":
             mapping = svc.mappings.recent(booking.resource_id)
-            mapped = None if mapping is None else Mapped(mapping.mailbox, mapping.enabled)
+            mapped = (
+                None
+                if mapping is None
+                else Mapped(mapping.mailbox, mapping.enabled and mapping.writes_outlook)
+            )
             facts = replace(facts, mapping=mapped)
         elif step.kind == "read_event":
             facts = replace(facts, shown=_shown(svc, step.mailbox, step.event_id))
@@ -401,25 +409,53 @@ def _remove(svc: Services, link: Link) -> None:
 
 
 def _conflicts(svc: Services, booking: Booking, mailbox: str, event_id: str) -> list[Owed]:
-    """``booking.conflict`` if the booking overlaps busy Outlook time (none if it does not)."""
+    """``booking.conflict`` if the booking overlaps busy Outlook time, or a booking of another
+    resource that shares the mailbox (none if it does not)."""
     timed, dated = booking.interval_utc(), booking.calendar_span()
     near = svc.blockers.overlapping(mailbox, min(timed[0], dated[0]), max(timed[1], dated[1]))
-    conflicts = []
+    conflicts: list[dict[str, Any]] = []
     for b in near:
         # Two all-day events overlap by their dates; anything else by its time.
         start, end = dated if (booking.all_day and b.all_day) else timed
         if b.event_id != event_id and b.start < end and start < b.end:
-            conflicts.append(b)
+            when = {"start": _when(b.start, b.all_day), "end": _when(b.end, b.all_day)}
+            conflicts.append({"blocker_id": b.id, **when})
+    conflicts += _shared_conflicts(svc, booking, mailbox, timed)
     if not conflicts:
         return []
-    data = {
-        "booking_id": booking.id,
-        "conflicts": [
-            {"blocker_id": b.id, "start": _when(b.start, b.all_day), "end": _when(b.end, b.all_day)}
-            for b in conflicts
-        ],
-    }
+    data = {"booking_id": booking.id, "conflicts": conflicts}
     return [Owed("booking.conflict", booking.resource_id, data)]
+
+
+def _shared_conflicts(
+    svc: Services, booking: Booking, mailbox: str, span: tuple[datetime, datetime]
+) -> list[dict[str, Any]]:
+    """Bookings of the other resources mapped to the mailbox that overlap this one: they are in
+    the same calendar, so the room is booked twice."""
+    others = {m.resource_id for m in svc.mappings.sharing(mailbox)} - {booking.resource_id}
+    if not others:
+        return []
+    start, end = span
+    overlapping = {
+        own.booking_id: own
+        for own in svc.links.projections(mailbox).values()
+        if own.booking_id != booking.id
+        and own.start is not None
+        and own.end is not None
+        and own.start < end
+        and start < own.end
+    }
+    found = []
+    for booking_id, own in sorted(overlapping.items()):
+        link = svc.links.get(booking_id)
+        if link is None or link.state != "active" or link.resource_id not in others:
+            continue
+        assert own.start is not None and own.end is not None
+        found.append(
+            {"booking_id": booking_id, "resource_id": link.resource_id,
+             "start": iso(own.start, "auto"), "end": iso(own.end, "auto")}
+        )  # fmt: skip
+    return found
 
 
 def _synced(booking: Booking, link: Link, warnings: list[dict[str, str]] | None = None) -> Owed:
@@ -462,10 +498,18 @@ def _failed(
     svc.history.add(booking.resource_id, "booking.apply", booking.id,
         "parked" if error.retryable else "failed", error.message, error.to_json(),
     )  # fmt: skip
+    booking_failed(svc, booking.id, booking.version, booking.resource_id, error.to_json())
+
+
+def booking_failed(
+    svc: Services, booking_id: str, version: int, resource_id: str, error: dict[str, Any]
+) -> None:
+    """Tell the platform a booking's version will not be applied (``booking.failed``, SPEC §3.3):
+    ``error`` is ``{code, message, hint}``."""
     svc.platform.emit(
         "booking.failed",
-        booking.resource_id,
-        {"booking_id": booking.id, "version": booking.version, "error": error.to_json()},
+        resource_id,
+        {"booking_id": booking_id, "version": version, "error": error},
         at_once=True,
     )
 

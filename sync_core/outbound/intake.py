@@ -56,6 +56,8 @@ def accept(svc: Services, webhook_id: str, payload: Any) -> Receipt:
         # A booking moved away from a mapped resource must still leave its old calendar.
         if mapping is None and svc.links.get(booking.id) is None:
             return Receipt("ignored", "resource not mapped")
+        if mapping is not None and not mapping.writes_outlook:
+            return Receipt("ignored", "direction")  # the mapping only reads Outlook
         body = event.model_dump(mode="json")
         saved = svc.bookings.save(booking.id, booking.version, body, webhook_id)
         if saved == "duplicate":

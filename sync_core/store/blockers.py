@@ -33,10 +33,15 @@ ABSENT: dict[str, object] = {
 }
 
 
+def _row_key(blocker_id: str, resource_id: str) -> str:
+    # One row per blocker and resource: resources that share a mailbox each get its blockers.
+    return f"{encode_key(blocker_id)}.{encode_key(resource_id)}"
+
+
 def _entity(blocker: Blocker) -> Entity:
     return {
         "PartitionKey": encode_key(blocker.mailbox),
-        "RowKey": encode_key(blocker.id),
+        "RowKey": _row_key(blocker.id, blocker.resource_id),
         **{column: getattr(blocker, name) for column, name in COLUMNS.items()},
     }
 
@@ -58,27 +63,38 @@ class BlockerRepository:
         self.tables = tables
         self._recent: Recent[str, list[Blocker]] = Recent(self.RECENT_SECONDS)
 
-    def for_mailbox(self, mailbox: str) -> dict[str, Blocker]:
-        return {
-            b.id: b
-            for b in (
-                _blocker(e)
-                for e in self.tables.query(
-                    self.TABLE, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}
-                )
-            )
-        }
+    def in_mailbox(self, mailbox: str) -> list[Blocker]:
+        """The mailbox's blockers, of every resource mapped to it."""
+        found = []
+        for entity in self.tables.query(
+            self.TABLE, "PartitionKey eq @pk", {"pk": encode_key(mailbox)}
+        ):
+            blocker = _blocker(entity)
+            if entity["RowKey"] != _row_key(blocker.id, blocker.resource_id):
+                # A row keyed by the blocker alone (from before mailboxes could be shared): it
+                # moves to its key once, so that a later delete finds it.
+                self.tables.upsert(self.TABLE, _entity(blocker))
+                self.tables.delete(self.TABLE, entity["PartitionKey"], entity["RowKey"], blind=True)
+            found.append(blocker)
+        return found
+
+    def for_resource(self, mailbox: str, resource_id: str) -> dict[str, Blocker]:
+        return {b.id: b for b in self.in_mailbox(mailbox) if b.resource_id == resource_id}
 
     def overlapping(self, mailbox: str, start: datetime, end: datetime) -> list[Blocker]:
-        """Blockers in ``mailbox`` that overlap [start, end): no Graph read needed. A burst of
-        bookings for one mailbox shares one read of its mirror per ``RECENT_SECONDS``."""
-        mirror = self._recent.get(mailbox, lambda: list(self.for_mailbox(mailbox).values()))
-        return [b for b in mirror or [] if b.start < end and b.end > start]
+        """Outlook time in ``mailbox`` that overlaps [start, end), each occurrence once whichever
+        resources it blocks: no Graph read needed. A burst of bookings for one mailbox shares
+        one read of its mirror per ``RECENT_SECONDS``."""
+        mirror = self._recent.get(mailbox, lambda: self.in_mailbox(mailbox))
+        near = {b.id: b for b in reversed(mirror or []) if b.start < end and b.end > start}
+        return sorted(near.values(), key=lambda b: (b.start, b.id))
 
     def put(self, blocker: Blocker) -> None:
         self.tables.upsert(self.TABLE, _entity(blocker))
         self._recent.forget(blocker.mailbox)
 
-    def delete(self, mailbox: str, blocker_id: str) -> None:
-        self.tables.delete(self.TABLE, encode_key(mailbox), encode_key(blocker_id), blind=True)
+    def delete(self, mailbox: str, resource_id: str, blocker_id: str) -> None:
+        self.tables.delete(
+            self.TABLE, encode_key(mailbox), _row_key(blocker_id, resource_id), blind=True
+        )
         self._recent.forget(mailbox)

@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from sync_core.clock import iso, now
+from sync_core.clock import iso
+from sync_core.domain.mapping import Direction, Filters, Privacy, reads_outlook, writes_outlook
 from sync_core.store.recent import Recent
-from sync_core.store.tables import ConflictError, Entity, NotFoundError, TableStore, encode_key
-
-Privacy = Literal["full", "busy_only"]
-PRIVACY_LEVELS: tuple[Privacy, ...] = ("full", "busy_only")
+from sync_core.store.tables import Entity, TableStore, encode_key
 
 TABLE = "mappings"
 PARTITION = "mapping"  # one partition: an admin lists them all; 10,000 rows page fine
-# One row per mapped mailbox (row key: the address), naming the resource that holds it: the
-# insert that fails when the row exists is what keeps one mailbox to one resource across instances.
-CLAIM_PARTITION = "mailbox"
-# How long a claim may wait for its mapping to be written; after that a claim whose resource does
-# not map the mailbox is stale (its writer died) and another resource may take it over.
-CLAIM_GRACE = timedelta(minutes=1)
-CLAIM_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class Mapping:
     resource_id: str
-    mailbox: str  # SMTP address, lower case
+    mailbox: str  # SMTP address, lower case; several resources may share one
     privacy: Privacy
     enabled: bool
     created_at: datetime
     updated_at: datetime
     etag: str | None = None
+    direction: Direction = "both"
+    filters: Filters = field(default_factory=Filters)
+
+    @property
+    def writes_outlook(self) -> bool:
+        """Its bookings are written into the mailbox."""
+        return writes_outlook(self.direction)
+
+    @property
+    def reads_outlook(self) -> bool:
+        """The mailbox's events come back to it as blockers (it needs the subscription)."""
+        return reads_outlook(self.direction)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -41,6 +44,8 @@ class Mapping:
             "mailbox": self.mailbox,
             "privacy": self.privacy,
             "enabled": self.enabled,
+            "direction": self.direction,
+            "filters": self.filters.to_json(),
             "created_at": iso(self.created_at, "auto"),
             "updated_at": iso(self.updated_at, "auto"),
             "etag": self.etag,
@@ -55,6 +60,8 @@ def _to_entity(mapping: Mapping) -> Entity:
         "Mailbox": mapping.mailbox,
         "Privacy": mapping.privacy,
         "Enabled": mapping.enabled,
+        "Direction": mapping.direction,
+        "Filters": json.dumps(mapping.filters.to_json()),
         "CreatedAt": mapping.created_at,
         "UpdatedAt": mapping.updated_at,
     }
@@ -66,37 +73,13 @@ def _from_entity(entity: Entity) -> Mapping:
         mailbox=entity["Mailbox"],
         privacy=entity["Privacy"],
         enabled=bool(entity["Enabled"]),
+        # Rows written before these columns existed read as the defaults.
+        direction=entity.get("Direction") or "both",
+        filters=Filters.from_json(json.loads(entity["Filters"]) if entity.get("Filters") else None),
         created_at=entity["CreatedAt"],
         updated_at=entity["UpdatedAt"],
         etag=entity.get("etag"),
     )
-
-
-@dataclass(frozen=True)
-class MailboxClaim:
-    mailbox: str
-    resource_id: str
-    claimed_at: datetime
-    etag: str | None = None
-
-
-class MailboxTaken(Exception):
-    """Another resource holds the mailbox (its mapping exists or is being written)."""
-
-    def __init__(self, mailbox: str, resource_id: str) -> None:
-        super().__init__(f"mailbox {mailbox} is held by resource {resource_id!r}")
-        self.mailbox = mailbox
-        self.resource_id = resource_id
-
-
-def _claim_entity(claim: MailboxClaim) -> Entity:
-    return {
-        "PartitionKey": CLAIM_PARTITION,
-        "RowKey": encode_key(claim.mailbox),
-        "Mailbox": claim.mailbox,
-        "ResourceId": claim.resource_id,
-        "ClaimedAt": claim.claimed_at,
-    }
 
 
 class MappingRepository:
@@ -105,6 +88,7 @@ class MappingRepository:
     def __init__(self, tables: TableStore) -> None:
         self.tables = tables
         self._recent: Recent[str, Mapping] = Recent(self.RECENT_SECONDS)
+        self._sharing: Recent[str, list[Mapping]] = Recent(self.RECENT_SECONDS)
 
     def get(self, resource_id: str) -> Mapping | None:
         entity = self.tables.get(TABLE, PARTITION, encode_key(resource_id))
@@ -143,10 +127,19 @@ class MappingRepository:
             )
         ]
 
+    def sharing(self, mailbox: str) -> list[Mapping]:
+        """For the booking path: the mappings of a mailbox, read in this process in the last
+        few seconds or fresh (as :meth:`recent`)."""
+        return self._sharing.get(mailbox.lower(), lambda: self.by_mailbox(mailbox)) or []
+
+    def _forget(self, mapping: Mapping) -> None:
+        self._recent.forget(mapping.resource_id)
+        self._sharing.forget(mapping.mailbox)
+
     def create(self, mapping: Mapping) -> Mapping:
         """Insert; ``ConflictError`` if the resource is already mapped."""
         created = replace(mapping, etag=self.tables.insert(TABLE, _to_entity(mapping)))
-        self._recent.forget(mapping.resource_id)
+        self._forget(mapping)
         return created
 
     def replace(self, mapping: Mapping) -> Mapping:
@@ -154,97 +147,10 @@ class MappingRepository:
         if mapping.etag is None:
             raise ValueError("replace needs the ETag the mapping was read with")
         etag = self.tables.replace(TABLE, _to_entity(mapping), mapping.etag)
-        self._recent.forget(mapping.resource_id)
+        self._forget(mapping)
         return replace(mapping, etag=etag)
 
     def delete(self, resource_id: str, etag: str | None = None) -> bool:
         deleted = self.tables.delete(TABLE, PARTITION, encode_key(resource_id), etag)
         self._recent.forget(resource_id)
         return deleted
-
-    # -- one mailbox, one resource ---------------------------------------------------------------
-    #
-    # A mapping is written to a mailbox only after its resource holds the mailbox's claim row:
-    # ``claim`` before the write, ``confirm`` after it, ``release`` once the mapping no longer
-    # names the mailbox (deleted or moved). Every step is an insert-or-fail or an ETag-guarded
-    # write, so the rule holds across processes. Mappings older than the claim rows get theirs
-    # on their next write; until then ``by_mailbox`` finds them.
-
-    def claim_of(self, mailbox: str) -> MailboxClaim | None:
-        entity = self.tables.get(TABLE, CLAIM_PARTITION, encode_key(mailbox.lower()))
-        if entity is None:
-            return None
-        return MailboxClaim(
-            mailbox=entity["Mailbox"],
-            resource_id=entity["ResourceId"],
-            claimed_at=entity["ClaimedAt"],
-            etag=entity.get("etag"),
-        )
-
-    def claim(self, mailbox: str, resource_id: str) -> MailboxClaim:
-        """Hold the mailbox for the resource before its mapping is written to it.
-
-        A claim of another resource stands while that resource's mapping names the mailbox, or
-        while it is younger than :data:`CLAIM_GRACE` (its mapping is being written); then
-        :class:`MailboxTaken` names that resource. An older claim whose resource does not map
-        the mailbox was left by a writer that died, and is taken over."""
-        mailbox = mailbox.lower()
-        holder = resource_id
-        for _ in range(CLAIM_ATTEMPTS):
-            held = self.claim_of(mailbox)
-            fresh = MailboxClaim(mailbox, resource_id, now())
-            try:
-                if held is None:
-                    return replace(fresh, etag=self.tables.insert(TABLE, _claim_entity(fresh)))
-                if held.resource_id == resource_id:
-                    return held
-                holder = held.resource_id
-                if not self._stale(held):
-                    raise MailboxTaken(mailbox, holder)
-                assert held.etag is not None
-                etag = self.tables.replace(TABLE, _claim_entity(fresh), held.etag)
-                return replace(fresh, etag=etag)
-            except (ConflictError, NotFoundError):
-                continue  # the row changed between the read and the write: read it again
-        raise MailboxTaken(mailbox, holder)
-
-    def confirm(self, mailbox: str, resource_id: str) -> MailboxClaim:
-        """After the mapping was written: rewrite the claim (ETag-guarded), so that a takeover
-        decided on a read from before the write fails. :class:`MailboxTaken` if another
-        resource took the mailbox meanwhile; the caller then undoes its write."""
-        mailbox = mailbox.lower()
-        for _ in range(CLAIM_ATTEMPTS):
-            held = self.claim_of(mailbox)
-            fresh = MailboxClaim(mailbox, resource_id, now())
-            try:
-                if held is None:  # released by a concurrent delete of this resource
-                    return replace(fresh, etag=self.tables.insert(TABLE, _claim_entity(fresh)))
-                if held.resource_id != resource_id:
-                    raise MailboxTaken(mailbox, held.resource_id)
-                assert held.etag is not None
-                etag = self.tables.replace(TABLE, _claim_entity(fresh), held.etag)
-                return replace(fresh, etag=etag)
-            except (ConflictError, NotFoundError):
-                continue
-        raise MailboxTaken(mailbox, resource_id)
-
-    def release(self, mailbox: str, resource_id: str) -> bool:
-        """Give the mailbox up if the resource holds it and its mapping no longer names it
-        (deleted, moved away, or never written). ETag-guarded: a claim rewritten meanwhile (a
-        new write of the same mapping, a takeover) stays."""
-        held = self.claim_of(mailbox)
-        if held is None or held.resource_id != resource_id:
-            return False
-        current = self.get(resource_id)
-        if current is not None and current.mailbox == held.mailbox:
-            return False
-        try:
-            return self.tables.delete(TABLE, CLAIM_PARTITION, encode_key(held.mailbox), held.etag)
-        except ConflictError:
-            return False
-
-    def _stale(self, claim: MailboxClaim) -> bool:
-        if now() - claim.claimed_at <= CLAIM_GRACE:
-            return False
-        holder = self.get(claim.resource_id)
-        return holder is None or holder.mailbox != claim.mailbox

@@ -117,6 +117,29 @@ class SubscriptionRepository:
             {"PartitionKey": "intent", "RowKey": encode_key(mailbox), "At": datetime.now(UTC)},
         )
 
+    def claim_create(self, mailbox: str, fresh: timedelta) -> bool:
+        """Record that this worker creates the mailbox's subscription, unless another one
+        started to less than ``fresh`` ago (then False: wait for its record instead). Resources
+        that share a mailbox, mapped at once on several instances, so make one subscription."""
+        key = encode_key(mailbox)
+        intent = {"PartitionKey": "intent", "RowKey": key, "At": datetime.now(UTC)}
+        for _ in range(3):
+            try:
+                self.tables.insert(self.TABLE, intent)
+                return True
+            except ConflictError:
+                held = self.tables.get(self.TABLE, "intent", key)
+                if held is None:
+                    continue  # fulfilled meanwhile: try again
+                if datetime.now(UTC) - held["At"] < fresh:
+                    return False
+                try:  # a create that never finished: take it over
+                    self.tables.replace(self.TABLE, intent, held["etag"])
+                    return True
+                except ConflictError:
+                    return False
+        return False
+
     def fulfilled(self, mailbox: str) -> None:
         self.tables.delete(self.TABLE, "intent", encode_key(mailbox), blind=True)
 

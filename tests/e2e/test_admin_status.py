@@ -75,7 +75,14 @@ def test_status_of_a_healthy_setup(stack: Stack) -> None:
     host, _, _ = stack
     document = healthy(host, "room-42", "room-43")
     assert document["state"] == "ok"
-    assert document["summary"] == {"mappings": 2, "ok": 2, "error": 0, "deactivated": 0}
+    assert document["summary"] == {
+        "mappings": 2,
+        "connected": 2,
+        "failed": 0,
+        "deactivated": 0,
+        "ok": 2,
+        "error": 0,
+    }
     credential = document["credential"]
     assert credential["kind"] == "client_secret"
     assert credential["state"] == "ok"

@@ -111,7 +111,9 @@ def test_map_status_resync_history_and_purge_for_people_and_scripts(stack: Stack
 
     mapped = cli(env, "map", "room-44", TEGEL, "--privacy", "full")
     assert mapped.returncode == 0, mapped.stderr
-    assert mapped.stdout.startswith(f"room-44 → {TEGEL}: created; privacy full; enabled")
+    assert mapped.stdout.startswith(
+        f"room-44 → {TEGEL}: created; privacy full; direction both; enabled"
+    )
     assert any(TEGEL in s["resource"].lower() for s in tenant.control.subscriptions())
 
     booking = platform.booking_event(resource_id="room-44")

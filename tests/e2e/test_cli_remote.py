@@ -37,6 +37,7 @@ ADMIN_ROUTES = [
     ("GET", "/api/admin/ui"),
     ("GET", "/api/admin/history"),
     ("GET", "/api/admin/doctor"),
+    ("POST", "/api/admin/platform/test"),
 ]
 # Differ from one call to the next by nature: when a document was made or a credential checked,
 # a mapping's version.
@@ -110,7 +111,9 @@ def test_every_command_over_the_url_prints_what_it_prints_here(keyed: Stack) -> 
 
     created = over(host, "map", "room-44", TEGEL, "--privacy", "full")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.startswith(f"room-44 → {TEGEL}: created; privacy full; enabled")
+    assert created.stdout.startswith(
+        f"room-44 → {TEGEL}: created; privacy full; direction both; enabled"
+    )
     # Each change made twice, over the URL and here: the same answer (the same mapping).
     for change in (["--disable"], ["--enable"], ["--privacy", "busy_only"]):
         there = over(host, "map", "room-44", *change, "--json")

@@ -37,8 +37,12 @@ from sync_core.store.queues import APPLY_BOOKING, DELIVER, SYNC_MAILBOX, decode_
 from sync_core.web import Request
 from tests.conftest import ROOM_A, ROOM_B, wipe
 
-RESOURCES = {"room-a": ROOM_A, "room-b": ROOM_B}
-PRIVACY = {"room-a": "full", "room-b": "busy_only"}
+# desk-a shares room-a's mailbox: it gets the same Outlook time through its own filters.
+RESOURCES = {"room-a": ROOM_A, "room-b": ROOM_B, "desk-a": ROOM_A}
+PRIVACY = {"room-a": "full", "room-b": "busy_only", "desk-a": "full"}
+FILTERS: dict[str, dict[str, Any]] = {
+    "desk-a": {"ignore_all_day": True, "ignore_title_pattern": "lunch"},
+}
 MAILBOXES = (ROOM_A, ROOM_B)
 QUEUES = (APPLY_BOOKING, SYNC_MAILBOX, DELIVER)
 WRITES = ("POST", "PATCH", "DELETE")
@@ -167,7 +171,13 @@ class World:
         svc = Services(load_settings(self.env, Path("/nonexistent")))
         for resource_id, mailbox in RESOURCES.items():
             admin.put_mapping(
-                svc.mappings, resource_id, {"mailbox": mailbox, "privacy": PRIVACY[resource_id]}
+                svc.mappings,
+                resource_id,
+                {
+                    "mailbox": mailbox,
+                    "privacy": PRIVACY[resource_id],
+                    "filters": FILTERS.get(resource_id, {}),
+                },
             )
         self.svc = svc
         return svc

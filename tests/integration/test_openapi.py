@@ -143,7 +143,9 @@ EVENT_CALL = re.compile(r"""(?:\.emit|\bOwed)\(\s*["']([a-z_]+\.[a-z_]+)["']""")
 
 def emitted_types() -> set[str]:
     """Every event type the product's code emits to the platform, read from its source."""
-    found: set[str] = set()
+    from sync_core.platform import TEST_EVENT  # sent by Platform.send_test, not emitted
+
+    found: set[str] = {TEST_EVENT}
     for path in (ROOT / "sync_core").rglob("*.py"):
         found.update(EVENT_CALL.findall(path.read_text(encoding="utf-8")))
     return found
@@ -178,6 +180,8 @@ class _Recorder:
     def ignore(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+    record = ignore  # history, for a test event
+
 
 def deliveries() -> list[tuple[dict[str, str], bytes]]:
     """One delivery of every event type, as the product posts it: the data built by the code
@@ -186,7 +190,7 @@ def deliveries() -> list[tuple[dict[str, str], bytes]]:
     from sync_core.credentials.expiry import Assessment, Expiry
     from sync_core.credentials.watch import _warn
     from sync_core.domain.booking import Booking
-    from sync_core.domain.inbound import blocker_id, to_blocker
+    from sync_core.domain.inbound import Own, blocker_id, to_blocker
     from sync_core.domain.outbound import NO_TEAMS
     from sync_core.graph.errors import error_from_response
     from sync_core.outbound.apply import _conflicts, _failed, _synced
@@ -267,9 +271,19 @@ def deliveries() -> list[tuple[dict[str, str], bytes]]:
     joined = _synced(booking, replace(link, join_url="https://teams.microsoft.com/l/meetup-join/1"))
     emit(joined.type, joined.resource_id, joined.data)
 
+    # desk-1 shares the mailbox; its booking overlaps this one (a conflict of its own kind).
+    other = replace(link, booking_id="bk_2002", resource_id="desk-1", event_id="AAMkAGI2TG97AAA=")
+    own = Own("bk_2002", "", booking.interval_utc()[0], booking.interval_utc()[1])
     services = SimpleNamespace(
         platform=SimpleNamespace(emit=emit),
         blockers=SimpleNamespace(overlapping=lambda *args: [timed, all_day]),
+        mappings=SimpleNamespace(
+            sharing=lambda _: [
+                SimpleNamespace(resource_id="room-42"),
+                SimpleNamespace(resource_id="desk-1"),
+            ]
+        ),
+        links=SimpleNamespace(projections=lambda _: {"AAMkAGI2TG97AAA=": own}, get=lambda _: other),
         health=SimpleNamespace(failure=recorder.ignore),
         history=SimpleNamespace(add=recorder.ignore, record=recorder.ignore),
         queues=recorder,
@@ -297,6 +311,21 @@ def deliveries() -> list[tuple[dict[str, str], bytes]]:
             days_left=days_left,
         )
         _warn(services, found, None, {})  # type: ignore[arg-type]
+
+    from sync_core import mapping_events
+    from sync_core.store.health import HealthChange
+
+    changes = SimpleNamespace(
+        platform=SimpleNamespace(emit=emit),
+        mappings=SimpleNamespace(get=lambda resource_id: SimpleNamespace(mailbox=mailbox)),
+    )
+    for change in (
+        HealthChange("mapping.error", "room-42", denied.to_json()),
+        HealthChange("mapping.recovered", "room-42"),
+        HealthChange("subscription.lost", "room-42", denied.to_json()),
+    ):
+        mapping_events.announce(changes, change)  # type: ignore[arg-type]
+    assert platform.send_test().delivered
     return recorder.posts
 
 

@@ -39,9 +39,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from sync_core.admin import mappings as admin
 from sync_core.domain.booking import Booking
 from sync_core.domain.inbound import BLOCKING, blocker_id
+from sync_core.domain.mapping import Filters
 from tests.integration.quiet_world import (
+    FILTERS,
     MAILBOXES,
     PRIVACY,
     RESOURCES,
@@ -235,7 +238,10 @@ class QuietMachine(RuleBasedStateMachine):
         self.bookings: dict[str, dict[str, Any]] = {}  # id → data of the newest version sent
         self.removed: set[str] = set()
         self.person: dict[tuple[str, str], PersonEvent] = {}  # (mailbox, event id) → event
-        self.blockers: dict[str, dict[str, Any]] = {}  # what the platform holds, by blocker id
+        # What the platform holds, by resource id and blocker id.
+        self.blockers: dict[tuple[str, str], dict[str, Any]] = {}
+        self.filters = {r: Filters.from_json(FILTERS.get(r)) for r in RESOURCES}
+        self.privacy = dict(PRIVACY)
         self.failures: dict[str, Any] = {}  # booking id → last booking.failed error
         self.serial = 0
 
@@ -274,9 +280,9 @@ class QuietMachine(RuleBasedStateMachine):
         for record in received:
             data = record["data"] or {}
             if record["type"] == "blocker.upserted":
-                self.blockers[data["id"]] = data
+                self.blockers[(data["resource_id"], data["id"])] = data
             elif record["type"] == "blocker.deleted":
-                self.blockers.pop(data["id"], None)
+                self.blockers.pop((data["resource_id"], data["id"]), None)
             elif record["type"] == "booking.failed":
                 self.failures[data["booking_id"]] = data.get("error")
             elif record["type"] == "booking.synced":
@@ -330,8 +336,23 @@ class QuietMachine(RuleBasedStateMachine):
     @guarded
     def move_booking(self, data: st.DataObject) -> None:
         booking_id = data.draw(st.sampled_from(self.live()), label="booking")
-        other = "room-b" if self.bookings[booking_id]["resource_id"] == "room-a" else "room-a"
+        here = self.bookings[booking_id]["resource_id"]
+        other = data.draw(st.sampled_from([r for r in sorted(RESOURCES) if r != here]), "to")
         self.send("booking.updated", self.next_version(booking_id, resource_id=other))
+
+    @rule(
+        ignore_all_day=st.booleans(),
+        pattern=st.sampled_from((None, "lunch", "^dent")),
+        privacy=st.sampled_from(("full", "busy_only")),
+    )
+    @guarded
+    def change_desk_mapping(self, ignore_all_day: bool, pattern: str | None, privacy: str) -> None:
+        """An admin changes the filters and privacy of the resource that shares a mailbox."""
+        filters = {"ignore_all_day": ignore_all_day, "ignore_title_pattern": pattern}
+        body = {"mailbox": RESOURCES["desk-a"], "privacy": privacy, "filters": filters}
+        admin.save_mapping(self.svc, "desk-a", body)
+        self.filters["desk-a"] = Filters.from_json(filters)
+        self.privacy["desk-a"] = privacy
 
     @precondition(lambda self: bool(self.live()))
     @rule(data=st.data(), kind=st.sampled_from(("booking.cancelled", "booking.deleted")))
@@ -543,23 +564,26 @@ class QuietMachine(RuleBasedStateMachine):
         assert not problems, f"calendars differ from the bookings {when}: {problems}"
 
         expected = {
-            blocker_id(key[0], key[1]): (key, event)
+            (resource, blocker_id(key[0], key[1])): (key, event)
             for key, event in self.person.items()
-            if event.show_as.lower() in BLOCKING
+            for resource, mailbox in RESOURCES.items()
+            if mailbox == key[0]
+            and event.show_as.lower() in BLOCKING
             and event.interval()[0] < WINDOW[1]
             and event.interval()[1] > WINDOW[0]
+            and not self.filters[resource].ignores(event.graph())
         }
         wrong: list[str] = []
         for bid in sorted(set(expected) | set(self.blockers)):
             if bid not in self.blockers:
-                wrong.append(f"missing blocker for {expected[bid][1]}")
+                wrong.append(f"missing blocker of {bid[0]} for {expected[bid][1]}")
             elif bid not in expected:
                 wrong.append(f"blocker {self.blockers[bid]} stands for no blocking event")
             else:
-                (mailbox, _), event = expected[bid]
+                _, event = expected[bid]
                 wrong += [
                     f"blocker {bid} of {event}: {p}"
-                    for p in _blocker_differences(event, self.blockers[bid], mailbox)
+                    for p in _blocker_differences(event, self.blockers[bid], self.privacy[bid[0]])
                 ]
         assert not wrong, f"the platform's blockers differ from Outlook {when}: {wrong}"
 
@@ -608,7 +632,7 @@ def _differences(data: dict[str, Any], event: dict[str, Any]) -> Iterator[str]:
 
 
 def _blocker_differences(
-    event: PersonEvent, blocker: dict[str, Any], mailbox: str
+    event: PersonEvent, blocker: dict[str, Any], privacy: str
 ) -> Iterator[str]:
     start, end = event.interval()
     if bool(blocker.get("all_day")) != event.all_day:
@@ -621,8 +645,7 @@ def _blocker_differences(
         yield f"times {blocker['start']}..{blocker['end']}, wanted {start}..{end}"
     if str(blocker.get("show_as")).lower() != event.show_as.lower():
         yield f"show_as {blocker.get('show_as')}"
-    resource = next(r for r, m in RESOURCES.items() if m == mailbox)
-    title = None if PRIVACY[resource] != "full" or event.sensitivity != "normal" else event.subject
+    title = None if privacy != "full" or event.sensitivity != "normal" else event.subject
     if blocker.get("title") != title:
         yield f"title {blocker.get('title')!r}, wanted {title!r}"
 

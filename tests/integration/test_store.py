@@ -11,6 +11,7 @@ from azure.data.tables import EdmType, EntityProperty
 
 from sync_core.clock import now
 from sync_core.store.blockers import Blocker, BlockerRepository
+from sync_core.store.blockers import _entity as blocker_entity
 from sync_core.store.mappings import Mapping, MappingRepository
 from sync_core.store.queues import QueueStore, decode_message, encode_message
 from sync_core.store.records import BookingStates
@@ -177,8 +178,35 @@ def test_the_conflict_mirror_sees_blockers_written_here_at_once(tables: TableSto
     assert (
         blockers.overlapping("a@contoso.example", day.replace(hour=11), day.replace(hour=12)) == []
     )
-    blockers.delete("a@contoso.example", "blk-1")
+    # The same occurrence blocking a second resource of the mailbox: one conflict, not two.
+    blockers.put(replace(busy, resource_id="desk-1"))
+    assert [b.id for b in blockers.overlapping("a@contoso.example", *span)] == ["blk-1"]
+    assert set(blockers.for_resource("a@contoso.example", "desk-1")) == {"blk-1"}
+    blockers.delete("a@contoso.example", "room-1", "blk-1")
+    assert [b.resource_id for b in blockers.in_mailbox("a@contoso.example")] == ["desk-1"]
+    blockers.delete("a@contoso.example", "desk-1", "blk-1")
     assert blockers.overlapping("a@contoso.example", *span) == []
+
+
+def test_a_blocker_row_keyed_by_the_blocker_alone_moves_to_its_resource_key(
+    tables: TableStore,
+) -> None:
+    """Rows written before resources could share a mailbox are keyed by the blocker id alone:
+    the first read moves them, so that deleting the blocker of its resource finds it."""
+    blockers = BlockerRepository(tables)
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    old = Blocker(
+        "blk-1", "a@contoso.example", "room-1", "evt-1", None,
+        day.replace(hour=9), day.replace(hour=10), False, "busy", None, "digest", 7,
+    )  # fmt: skip
+    entity = blocker_entity(old)
+    tables.upsert(BlockerRepository.TABLE, {**entity, "RowKey": "blk-1"})
+    assert blockers.for_resource("a@contoso.example", "room-1") == {"blk-1": old}
+    keys = [e["RowKey"] for e in tables.query(BlockerRepository.TABLE, "PartitionKey eq @pk",
+                                              {"pk": entity["PartitionKey"]})]  # fmt: skip
+    assert keys == [entity["RowKey"]]
+    blockers.delete("a@contoso.example", "room-1", "blk-1")
+    assert blockers.in_mailbox("a@contoso.example") == []
 
 
 def test_booking_states_keep_the_newest_version_across_instances(tables: TableStore) -> None:

@@ -43,6 +43,9 @@ def test_rooms_and_room_lists_with_paging(sb: Sandbox, graph: Graph) -> None:
     assert len(grown["value"]) == 4
     missing = graph.get("/places/nowhere@contoso.example/microsoft.graph.roomlist/rooms")
     assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "ErrorItemNotFound"
+    upper = graph.get("/places/ROOMS.Berlin@contoso.example/microsoft.graph.roomlist/rooms")
+    assert len(upper.json()["value"]) == 4
 
 
 def test_get_schedule(sb: Sandbox, graph: Graph) -> None:
@@ -79,7 +82,7 @@ def test_get_schedule(sb: Sandbox, graph: Graph) -> None:
     assert room["scheduleItems"][1]["isPrivate"] is True
     assert "subject" not in room["scheduleItems"][1]
     assert unknown["scheduleId"] == "nobody@contoso.example"
-    assert unknown["error"]["responseCode"] == "ErrorMailRecipientNotFound"
+    assert unknown["error"]["responseCode"] == "5009"
     too_many = graph.post(
         f"/users/{PERSON}/calendar/getSchedule",
         {**request, "schedules": [f"r{n}@contoso.example" for n in range(21)]},

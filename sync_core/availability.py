@@ -329,15 +329,19 @@ def availability(svc: Any, request: AvailabilityRequest, at: datetime | None = N
     max_age = freshness(svc.settings.sweep_schedule, at)
 
     resource_ids = list(dict.fromkeys(request.resource_ids))
-    mappings = dict(zip(resource_ids, _each(svc.mappings.get, resource_ids), strict=True))
+    found = svc.mappings.get_many(resource_ids)
+    mappings = {r: found.get(r) for r in resource_ids}
 
     # Each mapped mailbox: is its mirror current, and if so, what it holds.
     mapped_mailboxes = list(dict.fromkeys(m.mailbox for m in mappings.values() if m))
 
+    cursors, subscriptions = svc.both(
+        lambda: svc.cursors.get_many(mapped_mailboxes),
+        lambda: svc.subscriptions.by_mailboxes(mapped_mailboxes),
+    )
+
     def read_mirror(mailbox: str) -> tuple[list[Blocker], dict[str, Own]] | None:
-        cursor, subscription = svc.both(
-            lambda: svc.cursors.get(mailbox), lambda: svc.subscriptions.by_mailbox(mailbox)
-        )
+        cursor, subscription = cursors[mailbox], subscriptions.get(mailbox)
         readers = [m for m in mappings.values() if m and m.mailbox == mailbox]
         current = any(
             mirror_state(

@@ -355,7 +355,11 @@ def cmd_status(ops: Admin, args: argparse.Namespace, out: Output) -> int:
             m["resource_id"],
             m["mailbox"],
             ago(m["last_success"], now),
-            ago(m["subscription_expires_at"], now) if m["subscription_expires_at"] else "-",
+            "lost"
+            if m.get("subscription_lost")
+            else ago(m["subscription_expires_at"], now)
+            if m["subscription_expires_at"]
+            else "-",
             m["pending"],
             m["parked"],
         )

@@ -140,21 +140,33 @@ def _work_card(work: dict[str, Any]) -> str:
     )
 
 
+DIRECTION_LABELS = {
+    "both": "",
+    "to_outlook": "to Outlook only",
+    "from_outlook": "from Outlook only",
+}
+
+
 def _mapping_rows(mappings: Iterable[dict[str, Any]], now: datetime) -> str:
     rows = []
     for m in mappings:
         state = str(m.get("state") or "ok")
-        subscription = (
-            ago(m.get("subscription_expires_at"), now)
-            if m.get("subscription_expires_at")
-            else ("—" if state == "deactivated" else "none")
-        )
+        direction = str(m.get("direction") or "both")
+        if m.get("subscription_lost"):
+            subscription = "lost"
+        elif m.get("subscription_expires_at"):
+            subscription = ago(m.get("subscription_expires_at"), now)
+        elif state == "deactivated" or direction == "to_outlook":
+            subscription = "—"  # none wanted
+        else:
+            subscription = "none"
+        shown = DIRECTION_LABELS.get(direction, direction)
         rows.append(
             f'<tr class="mapping {e(state)}" data-resource="{e(m.get("resource_id"))}">'
             f'<td><span class="badge {e(state)}">{e(STATE_LABELS.get(state, state))}</span></td>'
             f'<td class="resource">{e(m.get("resource_id"))}</td>'
             f'<td class="mailbox">{e(m.get("mailbox"))}<div class="muted">'
-            f"privacy: {e(m.get('privacy'))}</div></td>"
+            f"privacy: {e(m.get('privacy'))}{'; ' + e(shown) if shown else ''}</div></td>"
             f'<td class="last-success">{e(ago(m.get("last_success"), now))}</td>'
             f'<td class="subscription">{e(subscription)}</td>'
             f'<td class="num pending">{e(m.get("pending"))}</td>'

@@ -145,10 +145,14 @@ def mapping_status(
         "mailbox": mapping.mailbox,
         "privacy": mapping.privacy,
         "enabled": mapping.enabled,
+        "direction": mapping.direction,
+        "filters": mapping.filters.to_json(),
         "state": state,
         "last_success": iso(health.last_success),
         "last_error": last_error,
-        "subscription_expires_at": iso(subscription_expiry),
+        # A mapping that only writes to Outlook has no subscription of its own.
+        "subscription_expires_at": iso(subscription_expiry) if mapping.reads_outlook else None,
+        "subscription_lost": health.subscription_lost,
         "pending": work.pending,
         "parked": work.parked,
     }

@@ -94,6 +94,11 @@ class MappingRepository:
         entity = self.tables.get(TABLE, PARTITION, encode_key(resource_id))
         return _from_entity(entity) if entity else None
 
+    def get_many(self, resource_ids: list[str]) -> dict[str, Mapping]:
+        """The mappings of those resources that are mapped, by resource id, in few queries."""
+        rows = self.tables.get_many(TABLE, PARTITION, [encode_key(r) for r in resource_ids])
+        return {m.resource_id: m for m in map(_from_entity, rows.values())}
+
     def recent(self, resource_id: str) -> Mapping | None:
         """For the booking path: a mapping read in this process in the last few seconds, or a
         fresh read. Only found mappings are remembered, so a new mapping counts at once; a

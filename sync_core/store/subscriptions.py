@@ -51,6 +51,12 @@ class SubscriptionRepository:
         entity = self.tables.get(self.TABLE, "mailbox", encode_key(mailbox))
         return _record(entity, self.last_mark()) if entity else None
 
+    def by_mailboxes(self, mailboxes: list[str]) -> dict[str, SubscriptionRecord]:
+        """The recorded subscriptions of those mailboxes, by mailbox, in few queries."""
+        rows = self.tables.get_many(self.TABLE, "mailbox", [encode_key(m) for m in mailboxes])
+        mark = self.last_mark() if rows else None
+        return {r.mailbox: r for r in (_record(e, mark) for e in rows.values())}
+
     def by_id(self, subscription_id: str) -> SubscriptionRecord | None:
         """For checking a notification; ``expires_at`` is the one of its creation (use
         :meth:`by_mailbox` or :meth:`all` for the live expiry)."""
@@ -251,20 +257,12 @@ class CursorRepository:
         self.tables = tables
 
     def get(self, mailbox: str) -> Cursor:
-        entity = self.tables.get(self.TABLE, "cursor", encode_key(mailbox))
-        if entity is None:
-            return Cursor(mailbox)
-        return Cursor(
-            mailbox=mailbox,
-            delta_link=entity.get("DeltaLink") or None,
-            window_start=entity.get("WindowStart"),
-            round_started_at=entity.get("RoundStartedAt"),
-            lease_owner=entity.get("LeaseOwner") or None,
-            lease_until=entity.get("LeaseUntil"),
-            last_success=entity.get("LastSuccess"),
-            read_again=entity.get("ReadAgain"),
-            etag=entity.get("etag"),
-        )
+        return _cursor(mailbox, self.tables.get(self.TABLE, "cursor", encode_key(mailbox)))
+
+    def get_many(self, mailboxes: list[str]) -> dict[str, Cursor]:
+        """The cursors of those mailboxes (a blank one for a mailbox never read), few queries."""
+        rows = self.tables.get_many(self.TABLE, "cursor", [encode_key(m) for m in mailboxes])
+        return {m: _cursor(m, rows.get(encode_key(m))) for m in mailboxes}
 
     def acquire(
         self, mailbox: str, seconds: int | None = None, current: Cursor | None = None
@@ -338,3 +336,19 @@ class CursorRepository:
         else:
             etag = self.tables.replace(self.TABLE, entity, cursor.etag)
         return replace(cursor, etag=etag)
+
+
+def _cursor(mailbox: str, entity: Entity | None) -> Cursor:
+    if entity is None:
+        return Cursor(mailbox)
+    return Cursor(
+        mailbox=mailbox,
+        delta_link=entity.get("DeltaLink") or None,
+        window_start=entity.get("WindowStart"),
+        round_started_at=entity.get("RoundStartedAt"),
+        lease_owner=entity.get("LeaseOwner") or None,
+        lease_until=entity.get("LeaseUntil"),
+        last_success=entity.get("LastSuccess"),
+        read_again=entity.get("ReadAgain"),
+        etag=entity.get("etag"),
+    )

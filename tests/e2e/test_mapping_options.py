@@ -202,6 +202,13 @@ def test_direction_decides_what_flows(bare: Stack) -> None:
     assert not [
         s for s in tenant.control.subscriptions() if s["resource"].endswith(f"{ROOM_A}/events")
     ]
+    status = requests.get(f"{host.base}/api/admin/status", headers=KEY_HEADER, timeout=30).json()
+    rows = {m["resource_id"]: m for m in status["mappings"]}
+    assert rows["writer"]["direction"] == "to_outlook"
+    assert rows["writer"]["subscription_expires_at"] is None
+    assert rows["writer"]["state"] == "ok" and not rows["writer"]["subscription_lost"]
+    page = requests.get(f"{host.base}/api/admin/ui", headers=KEY_HEADER, timeout=30).text
+    assert "to Outlook only" in page
 
 
 def test_bad_options_are_refused_with_every_field_named(bare: Stack) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from azure.data.tables import EdmType, EntityProperty
@@ -347,3 +348,27 @@ def test_the_largest_booking_version_is_stored_and_nothing_is_newer(tables: Tabl
     stored = BookingStates(tables).get("b-max")
     assert stored is not None and stored.version == 2**63 - 1
     assert BookingStates(tables).save("b-max", 2**63 - 1, {"v": 3}, "wh-15") == "stale"
+
+
+def test_get_many_reads_rows_of_one_partition_in_few_queries(
+    tables: TableStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 keys (two full queries and a short one), some missing, one with a quote: every row
+    that exists, by its key, and nothing of another partition."""
+    keys = [encode_key(f"room-{i}") for i in range(29)] + [encode_key("o'brien")]
+    tables.upsert_many("many", [{"PartitionKey": "p", "RowKey": k, "N": i}
+                                for i, k in enumerate(keys) if i % 3])  # fmt: skip
+    tables.upsert("many", {"PartitionKey": "other", "RowKey": keys[0], "N": -1})
+    queries: list[str] = []
+    query = tables.query
+
+    def counted(table: str, filter: str, parameters: Any = None) -> Any:
+        queries.append(filter)
+        return query(table, filter, parameters)
+
+    monkeypatch.setattr(tables, "query", counted)
+    found = tables.get_many("many", "p", keys)
+    assert sorted(found) == sorted(k for i, k in enumerate(keys) if i % 3)
+    assert all(found[k]["N"] == keys.index(k) for k in found)
+    assert len(queries) == 3
+    assert tables.get_many("many", "p", []) == {}

@@ -215,7 +215,14 @@ def admin_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("admin_ui")
 @app.route(route="api/admin/ui", methods=["GET"])
 def admin_ui(req: func.HttpRequest) -> func.HttpResponse:
-    return _http(api.status_ui, req)
+    return _http(api.console, req)
+
+
+# The console's pages and forms (sync_core/admin/console.py); the same key as the admin API.
+@app.function_name("admin_console")
+@app.route(route="api/admin/ui/{*path}", methods=["GET", "POST"])
+def admin_console(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(api.console, req)
 
 
 @app.function_name("admin_history")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up the project (virtual environment, Python packages, Azurite from npm) and then runs
-# the product locally (`run`), the whole test suite (`test`) or just the linters (`lint`).
+# Sets up the project (virtual environment, Python packages, Azurite and axe-core from npm; for
+# `setup` and `test` also Debian's chromium, which the browser tests drive) and then runs the
+# product locally (`run`), the whole test suite (`test`) or just the linters (`lint`).
 # Idempotent: a second call only reinstalls what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ setup() {
   command -v npm >/dev/null 2>&1 || { echo "error: Node.js 20 with npm is required for Azurite" >&2; exit 1; }
   node_sha="$(sha256sum package-lock.json | cut -d' ' -f1)"
   if [ ! -x node_modules/.bin/azurite ] || ! stamp_matches node_modules/.package-lock.sha "$node_sha"; then
-    log "installing Azurite from npm (package-lock.json)"
+    log "installing Azurite and axe-core from npm (package-lock.json)"
     npm ci --no-audit --no-fund --loglevel=error
     echo "$node_sha" > node_modules/.package-lock.sha
   fi
@@ -72,6 +73,35 @@ setup() {
   fi
 }
 
+# Debian's Chromium, which the browser tests (tests/browser) drive through Playwright; Playwright's
+# own browser download is never used. $1: the browser's path (a stand-in path tries this out).
+CHROMIUM=/usr/bin/chromium
+ensure_chromium() {
+  local browser="${1:-$CHROMIUM}" output sudo=""
+  [ -x "$browser" ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo"
+    else
+      echo "error: $browser is missing; the browser tests need Debian's chromium package. As root:" >&2
+      echo "  apt-get update && apt-get install -y --no-install-recommends chromium fonts-liberation" >&2
+      return 1
+    fi
+  fi
+  log "installing Debian's chromium (apt-get; the browser tests' headless browser)"
+  output="$(mktemp)"
+  if ! { $sudo apt-get update -qq &&
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium fonts-liberation; } >"$output" 2>&1; then
+    tail -n 30 "$output" >&2
+    rm -f "$output"
+    echo "error: apt-get could not install chromium (its last lines are above)" >&2
+    return 1
+  fi
+  rm -f "$output"
+  [ -x "$browser" ] || { echo "error: chromium is installed, but $browser is missing" >&2; return 1; }
+}
+
 lint() {
   log "ruff"
   "$PY" -m ruff check .
@@ -83,16 +113,11 @@ lint() {
 }
 
 case "${1:-}" in
-  setup) setup ;;
+  setup) setup; ensure_chromium ;;
   lint) setup; lint ;;
   test)
     setup
-    if [ ! -x /usr/bin/chromium ]; then
-      log "installing Debian's chromium (the status page's browser test)"
-      SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-      $SUDO apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-    fi
+    ensure_chromium
     lint
     log "pytest (starts its own Azurite and local services)"
     "$PY" -m pytest "${@:2}"

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from sync_core import availability as availability_
 from sync_core.admin import bulk, rooms
+from sync_core.admin import console as admin_console
 from sync_core.admin import doctor as doctor_
 from sync_core.admin import mappings as admin
 from sync_core.admin import page as status_page
@@ -142,8 +143,9 @@ def status(request: Request) -> Response:
     return json_response(200, status_.build_status(services()), {"Cache-Control": "no-store"})
 
 
-def status_ui(request: Request) -> Response:
-    return status_page_response()
+def console(request: Request) -> Response:
+    """The admin console (``/api/admin/ui`` and its pages and forms)."""
+    return admin_console.handle(services(), request)
 
 
 def history(request: Request) -> Response:

@@ -50,8 +50,8 @@ def sync_window(today: date, days: int) -> tuple[datetime, datetime]:
 
 
 def ago(value: object, now: datetime) -> str:
-    """``2026-11-02 10:15 UTC (5 min ago)``, or ``never``."""
-    moment = parse_iso(value)
+    """``2026-11-02 10:15 UTC (5 min ago)``, or ``never``; ``value`` a datetime or ISO text."""
+    moment = value if isinstance(value, datetime) else parse_iso(value)
     if moment is None:
         return "never"
     seconds = int((now - moment).total_seconds())

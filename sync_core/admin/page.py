@@ -1,15 +1,17 @@
-"""The status page: server-rendered HTML, readable at a glance, no scripts, no build step.
+"""The status page and the console's frame: server-rendered HTML, readable at a glance, no
+scripts, no build step.
 
 Everything that comes from Graph, the platform or an admin (resource ids, addresses, error
-texts, history details) is escaped with :func:`html.escape`; the page carries a Content Security
-Policy that allows no scripts, no external resources and only its own inline style (by hash).
+texts, history details) is escaped with :func:`html.escape`; every page carries a Content
+Security Policy that allows no scripts, no external resources, only its own inline style (by
+hash) and forms that post to this app.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -46,15 +48,53 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
          border-radius: 12px; font-size: 12px; font-weight: 700; color: #fff; }
 .badge.ok { background: #1a7f37; }
 .badge.error { background: #cf222e; }
-.badge.deactivated { background: #6e7781; }
+.badge.deactivated { background: #57606a; }
 tr.mapping.error td { background: #fff5f5; }
 tr.detail td { background: #fff5f5; border-top: 0; padding-top: 0; }
 .code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-weight: 600; }
 .hint { color: #57606a; margin-top: 4px; }
 .hint b { color: #1f2328; }
-.muted { color: #6e7781; }
+.muted { color: #57606a; }
 .outcome.failed, .outcome.parked, .outcome.conflict { color: #cf222e; font-weight: 600; }
 .outcome.ok, .outcome.repaired { color: #1a7f37; }
+nav { background: #32383f; padding: 0 24px; display: flex; flex-wrap: wrap; gap: 4px; }
+nav a { color: #fff; padding: 10px 12px; text-decoration: none; font-size: 14px; }
+nav a:hover, nav a:focus { background: #57606a; }
+nav a[aria-current="page"] { box-shadow: inset 0 -3px 0 #fff; font-weight: 700; }
+a { color: #0550ae; }
+a:focus, button:focus, input:focus, select:focus, textarea:focus, summary:focus {
+  outline: 3px solid #0969da; outline-offset: 2px; }
+form.panel, section.panel { background: #fff; border: 1px solid #d0d7de; border-radius: 6px;
+  padding: 12px 16px; margin: 12px 0; }
+.field { margin: 10px 0; }
+.field label, .field legend { display: block; font-weight: 600; margin-bottom: 4px; }
+.field .help { color: #57606a; font-size: 13px; margin-top: 2px; }
+fieldset { border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 12px; }
+input[type=text], input[type=email], select, textarea { font: inherit; padding: 6px 8px;
+  border: 1px solid #57606a; border-radius: 6px; width: 100%; max-width: 420px;
+  box-sizing: border-box; background: #fff; color: #1f2328; }
+textarea { min-height: 90px; }
+.check { display: flex; gap: 8px; align-items: center; margin: 6px 0; }
+button { font: inherit; font-weight: 600; padding: 6px 14px; border-radius: 6px; cursor: pointer;
+  border: 1px solid #1f2328; background: #f6f8fa; color: #1f2328; margin: 4px 8px 4px 0; }
+button.primary { background: #1a7f37; border-color: #1a7f37; color: #fff; }
+button.danger { background: #cf222e; border-color: #cf222e; color: #fff; }
+.actions { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+.actions form { margin: 0; }
+.notice { padding: 10px 14px; border-radius: 6px; margin: 12px 0; }
+.notice.ok { background: #dafbe1; color: #116329; border: 1px solid #4ac26b; }
+.notice.error { background: #ffebe9; color: #a40e26; border: 1px solid #ff8182; }
+.check-pass { color: #116329; font-weight: 700; }
+.check-warn { color: #7d4e00; font-weight: 700; }
+.check-fail { color: #a40e26; font-weight: 700; }
+.table-wrap { overflow-x: auto; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
+  clip: rect(0 0 0 0); white-space: nowrap; }
+@media (max-width: 640px) {
+  header, main, nav { padding-left: 12px; padding-right: 12px; }
+  th, td { padding: 6px; font-size: 13px; }
+  .badge { min-width: 0; }
+}
 """
 
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode("utf-8")).digest()).decode("ascii")
@@ -64,7 +104,7 @@ CONTENT_SECURITY_POLICY = (
     f"style-src 'sha256-{_STYLE_HASH}'; "
     "img-src 'none'; "
     "base-uri 'none'; "
-    "form-action 'none'; "
+    "form-action 'self'; "
     "frame-ancestors 'none'"
 )
 
@@ -82,6 +122,12 @@ BANNERS = {
     "warning": "Sync runs, but something needs attention soon.",
     "error": "Something is not syncing. See the red entries below for what to do.",
 }
+
+
+def scroller(title_id: str) -> str:
+    """The opening of a box a wide table scrolls in on a phone: reachable by keyboard and named
+    by its heading."""
+    return f'<div class="table-wrap" tabindex="0" role="region" aria-labelledby="{title_id}">'
 
 
 def e(value: object) -> str:
@@ -147,7 +193,11 @@ DIRECTION_LABELS = {
 }
 
 
-def _mapping_rows(mappings: Iterable[dict[str, Any]], now: datetime) -> str:
+def _mapping_rows(
+    mappings: Iterable[dict[str, Any]],
+    now: datetime,
+    link: Callable[[str], str] | None = None,
+) -> str:
     rows = []
     for m in mappings:
         state = str(m.get("state") or "ok")
@@ -164,7 +214,7 @@ def _mapping_rows(mappings: Iterable[dict[str, Any]], now: datetime) -> str:
         rows.append(
             f'<tr class="mapping {e(state)}" data-resource="{e(m.get("resource_id"))}">'
             f'<td><span class="badge {e(state)}">{e(STATE_LABELS.get(state, state))}</span></td>'
-            f'<td class="resource">{e(m.get("resource_id"))}</td>'
+            f'<td class="resource">{_resource_cell(str(m.get("resource_id")), link)}</td>'
             f'<td class="mailbox">{e(m.get("mailbox"))}<div class="muted">'
             f"privacy: {e(m.get('privacy'))}{'; ' + e(shown) if shown else ''}</div></td>"
             f'<td class="last-success">{e(ago(m.get("last_success"), now))}</td>'
@@ -186,6 +236,12 @@ def _mapping_rows(mappings: Iterable[dict[str, Any]], now: datetime) -> str:
     return "".join(rows)
 
 
+def _resource_cell(resource_id: str, link: Callable[[str], str] | None) -> str:
+    if link is None:
+        return e(resource_id)
+    return f'<a href="{e(link(resource_id))}">{e(resource_id)}</a>'
+
+
 def _history_rows(entries: Iterable[HistoryEntry], now: datetime) -> str:
     rows = []
     for entry in entries:
@@ -203,10 +259,30 @@ def _history_rows(entries: Iterable[HistoryEntry], now: datetime) -> str:
     return "".join(rows)
 
 
+def layout(title: str, body: str, *, nav: str = "", subtitle: str = "") -> str:
+    """A whole page: the head (its style, no scripts), the header, the navigation, ``body``.
+    No timed refresh: a page that reloads itself moves the reader's focus and place."""
+    return (
+        "<!doctype html>"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)}</title>"
+        f"<style>{STYLE}</style></head><body>"
+        f"<header><h1>{e(title)}</h1>{f'<p>{subtitle}</p>' if subtitle else ''}</header>"
+        f"{nav}<main>{body}</main></body></html>"
+    )
+
+
 def render(
-    status: dict[str, Any], history: Iterable[HistoryEntry] = (), *, refresh_seconds: int = 60
+    status: dict[str, Any],
+    history: Iterable[HistoryEntry] = (),
+    *,
+    nav: str = "",
+    resource_link: Callable[[str], str] | None = None,
+    notice: str = "",
 ) -> str:
-    """The whole page for a status document (:func:`sync_core.admin.status.build_status`)."""
+    """The whole page for a status document (:func:`sync_core.admin.status.build_status`);
+    in the console, with its navigation and each resource linked to its page."""
     now = parse_iso(status.get("generated_at")) or datetime.now(UTC)
     overall = str(status.get("state") or "ok")
     summary = status.get("summary") or {}
@@ -216,27 +292,22 @@ def render(
         f'<span id="count-failed">{e(summary.get("failed", 0))}</span> failed, '
         f'<span id="count-deactivated">{e(summary.get("deactivated", 0))}</span> deactivated'
     )
-    return (
-        "<!doctype html>"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
-        "<title>Calendar sync status</title>"
-        f"<style>{STYLE}</style></head><body>"
-        "<header><h1>Calendar sync status</h1>"
-        f"<p>Generated {e(ago(status.get('generated_at'), now))}; refreshes every "
-        f"{int(refresh_seconds)} s. {counts}.</p></header><main>"
+    body = (
+        f"{notice}"
         f'<div class="banner {e(overall)}" id="overall">{e(BANNERS.get(overall, overall))}</div>'
         '<div class="cards">'
         f"{_credential_card(status.get('credential') or {}, now)}"
         f"{_work_card(status.get('work') or {})}"
         "</div>"
-        '<h2>Mappings</h2><table id="mappings"><thead><tr><th>State</th><th>Resource</th>'
-        "<th>Mailbox</th><th>Last success</th><th>Subscription until</th><th>Pending</th>"
-        "<th>Parked</th></tr></thead><tbody>"
-        f"{_mapping_rows(status.get('mappings') or [], now)}</tbody></table>"
-        '<h2>Recent history</h2><table id="history"><thead><tr><th>When</th><th>Resource</th>'
-        "<th>What</th><th>Subject</th><th>Outcome</th><th>Detail</th></tr></thead><tbody>"
-        f"{_history_rows(history, now)}</tbody></table>"
-        "</main></body></html>"
+        f'<h2 id="mappings-title">Mappings</h2>{scroller("mappings-title")}'
+        '<table id="mappings" aria-labelledby="mappings-title"><thead><tr><th>State</th>'
+        "<th>Resource</th><th>Mailbox</th><th>Last success</th><th>Subscription until</th>"
+        "<th>Pending</th><th>Parked</th></tr></thead><tbody>"
+        f"{_mapping_rows(status.get('mappings') or [], now, resource_link)}</tbody></table></div>"
+        f'<h2 id="history-title">Recent history</h2>{scroller("history-title")}'
+        '<table id="history" aria-labelledby="history-title"><thead><tr><th>When</th>'
+        "<th>Resource</th><th>What</th><th>Subject</th><th>Outcome</th><th>Detail</th></tr>"
+        f"</thead><tbody>{_history_rows(history, now)}</tbody></table></div>"
     )
+    subtitle = f"Generated {e(ago(status.get('generated_at'), now))}; reload for news. {counts}."
+    return layout("Calendar sync status", body, nav=nav, subtitle=subtitle)

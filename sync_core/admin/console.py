@@ -156,7 +156,9 @@ def _form(page: Page) -> dict[str, str]:
     if origin and origin != "null":
         mine = urlsplit(page.request.url)
         theirs = urlsplit(origin)
-        if (theirs.scheme, theirs.netloc) != (mine.scheme, mine.netloc):
+        # Behind a proxy (Front Door, App Gateway) the browser's host is the forwarded one.
+        hosts = {mine.netloc, page.request.header("x-forwarded-host") or mine.netloc}
+        if theirs.netloc not in hosts or theirs.scheme not in ("https", mine.scheme):
             raise CsrfRefused(f"the form came from another site ({origin})")
     try:
         fields = parse_qs(page.request.body.decode("utf-8"), keep_blank_values=True)

@@ -138,6 +138,15 @@ def test_map_by_rule_and_the_doctor(
     expect(page.get_by_role("table", name="Mappings").get_by_role("link")).to_have_count(2)
     look(page, f"status-{device}", snapshot, check_accessibility)
 
+    page.get_by_role("table", name="Mappings").get_by_role("link", name="room-room.berlin").click()
+    expect(page.get_by_label("Microsoft 365 mailbox")).to_have_value(ROOM_A)
+    look(page, f"mapping-{device}", snapshot, check_accessibility)
+
+    page.get_by_role("link", name="Rooms").click()
+    row = page.get_by_role("table", name="Rooms").get_by_role("row").filter(has_text=ROOM_B)
+    expect(row).to_contain_text("room-berlin.havel")
+    look(page, f"rooms-{device}", snapshot, check_accessibility)
+
     page.get_by_role("link", name="Doctor").click()
     expect(page.get_by_role("table", name="Checks")).to_contain_text("permissions")
     look(page, f"doctor-{device}", snapshot, check_accessibility)

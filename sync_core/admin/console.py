@@ -243,8 +243,9 @@ def rooms_page(page: Page) -> Response:
         )
         rows.append(
             f'<tr data-room="{e(room.address)}"><td>{e(room.display_name)}'
-            f'<div class="muted">{e(room.address)}</div></td><td>{e(lists)}</td>'
-            f'<td class="num">{e(room.capacity if room.capacity is not None else "—")}</td>'
+            f'<div class="muted">{e(room.address)}</div></td><td class="wide-only">{e(lists)}</td>'
+            f'<td class="num wide-only">'
+            f"{e(room.capacity if room.capacity is not None else '—')}</td>"
             f"<td>{links or '<span class=muted>not mapped</span>'}</td><td>{action}</td></tr>"
         )
     lists_html = "".join(
@@ -258,7 +259,8 @@ def rooms_page(page: Page) -> Response:
         f'whole room list at once under <a href="{e(page.url("/bulk"))}">Map by rule</a>.</p>'
         f'<h2 id="rooms-title">Rooms</h2>{scroller("rooms-title")}'
         '<table id="rooms" aria-labelledby="rooms-title"><thead><tr><th>Room</th>'
-        "<th>Room lists</th><th>Capacity</th><th>Mapped to</th><th>Action</th></tr></thead>"
+        '<th class="wide-only">Room lists</th><th class="wide-only">Capacity</th>'
+        "<th>Mapped to</th><th>Action</th></tr></thead>"
         f"<tbody>{''.join(rows) or _empty(5, 'The tenant has no rooms.')}</tbody></table></div>"
         f'<h2>Room lists</h2><ul id="room-lists">{lists_html or "<li>None.</li>"}</ul>'
     )

@@ -87,13 +87,14 @@ button.danger { background: #cf222e; border-color: #cf222e; color: #fff; }
 .check-pass { color: #116329; font-weight: 700; }
 .check-warn { color: #7d4e00; font-weight: 700; }
 .check-fail { color: #a40e26; font-weight: 700; }
-.table-wrap { overflow-x: auto; }
-.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
-  clip: rect(0 0 0 0); white-space: nowrap; }
+.table-wrap { overflow-x: auto; position: relative; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0;
+  border: 0; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 @media (max-width: 640px) {
   header, main, nav { padding-left: 12px; padding-right: 12px; }
   th, td { padding: 6px; font-size: 13px; }
   .badge { min-width: 0; }
+  .wide-only { display: none; }
 }
 """
 

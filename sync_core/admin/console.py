@@ -344,9 +344,11 @@ def _checkbox(name: str, label: str, checked: bool) -> str:
     )
 
 
-def _mapping_form(page: Page, values: MappingForm, existing: bool) -> str:
+def _mapping_form(page: Page, values: MappingForm, existing: bool, etag: str = "") -> str:
+    # The ETag read with the form: saving over a change someone made meanwhile is refused.
     resource = (
         f'<input type="hidden" name="resource_id" value="{e(values.resource_id)}">'
+        f'<input type="hidden" name="etag" value="{e(etag)}">'
         if existing
         else '<div class="field"><label for="resource_id">Resource id</label>'
         f'<input type="text" id="resource_id" name="resource_id" required maxlength="256" '
@@ -397,7 +399,8 @@ def mapping_page(page: Page, values: MappingForm | None = None, notice: str = ""
     if mapping is not None:
         parts.append(_mapping_state(page, mapping))
     parts.append(f"<h2>{'Settings' if existing else 'Map a resource'}</h2>")
-    parts.append(_mapping_form(page, values, existing))
+    etag = mapping.etag or "" if mapping is not None else ""
+    parts.append(_mapping_form(page, values, existing, etag))
     if mapping is not None:
         parts.append(_mapping_actions(page, mapping))
         parts.append(_mapping_history(page, mapping.resource_id))
@@ -482,7 +485,9 @@ def save_mapping(page: Page) -> Response:
     if form.get("action") == "check":
         return mapping_page(page, values, _check(page, values))
     try:
-        result = admin.save_mapping(page.svc, values.resource_id, values.body())
+        result = admin.save_mapping(
+            page.svc, values.resource_id, values.body(), if_match=form.get("etag") or None
+        )
     except Problem as problem:
         return mapping_page(page, values, _problem_notice(problem))
     done = "created" if result.created else "updated"

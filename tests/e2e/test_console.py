@@ -212,3 +212,29 @@ def test_links_carry_the_key_given_in_the_query(host: LocalHost) -> None:
     page = requests.get(f"{host.base}{UI}", params={"code": key}, timeout=30)
     assert page.status_code == 200
     assert f'href="/api/admin/ui/rooms?code={key}"' in page.text
+
+
+def test_a_save_over_a_change_made_meanwhile_is_refused(
+    host: LocalHost, browser: requests.Session
+) -> None:
+    requests.put(f"{host.base}/api/admin/mappings/room-42", json={"mailbox": ROOM_A},
+                 headers=KEY_HEADER, timeout=60).raise_for_status()  # fmt: skip
+    first = get(browser, host, "/mapping", resource="room-42").text
+    with requests.Session() as other:  # a second admin, with the page open too
+        other.headers.update(KEY_HEADER)
+        second = get(other, host, "/mapping", resource="room-42").text
+        fields = {"resource_id": "room-42", "mailbox": ROOM_A, "enabled": "on", "action": "save"}
+        etag = re.search(r'name="etag" value="([^"]*)"', second)
+        assert etag is not None and etag.group(1)
+        changed = {**fields, "privacy": "full", "etag": unescape(etag.group(1))}
+        saved = post(other, host, "/mapping", changed, second)
+        assert saved.status_code == 303
+    etag = re.search(r'name="etag" value="([^"]*)"', first)
+    assert etag is not None
+    stale = {**fields, "privacy": "busy_only", "etag": unescape(etag.group(1))}
+    late = post(browser, host, "/mapping", stale, first)
+    assert late.status_code == 422
+    assert "changed since it was read" in late.text
+    mapping = requests.get(f"{host.base}/api/admin/mappings/room-42", headers=KEY_HEADER,
+                           timeout=10).json()  # fmt: skip
+    assert mapping["privacy"] == "full"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -552,8 +552,6 @@ def enable_mapping(page: Page) -> Response:
 
 
 def _with_query(request: Request, **params: str) -> Request:
-    from dataclasses import replace
-
     return replace(request, query={**request.query, **params})
 
 

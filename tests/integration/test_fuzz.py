@@ -711,9 +711,10 @@ MAPPING_BODIES = st.one_of(
                 JSON_VALUE,
                 st.sampled_from(
                     [
-                        ROOM_A,  # mapped to room-42 already: 409 for any other id
-                        ROOM_A.upper(),
+                        # Several resources may map to one mailbox, so an existing mailbox is
+                        # a valid write, not a hostile input: only ones the tenant refuses.
                         "nobody@contoso.example",
+                        "NOBODY@contoso.example",
                         "x'@contoso.example",
                         "' or Mailbox ne '",
                         "not-an-address",

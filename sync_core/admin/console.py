@@ -555,7 +555,7 @@ def _with_query(request: Request, **params: str) -> Request:
     return replace(request, query={**request.query, **params})
 
 
-def purge_page(page: Page) -> Response:
+def purge_page(page: Page, notice: str = "") -> Response:
     resource_id = page.request.query.get("resource") or ""
     mapping = page.svc.mappings.get(resource_id) if resource_id else None
     if mapping is None:
@@ -578,18 +578,14 @@ def purge_page(page: Page) -> Response:
         "<p>Events people created in Outlook are not touched. This cannot be undone.</p>"
         f"</section>{page.form('/mapping/purge', inner, label='Confirm purge')}"
     )
-    return page.html(f"Purge {resource_id}", None, body)
+    return page.html(f"Purge {resource_id}", None, notice + body, 422 if notice else 200)
 
 
 def purge_mapping(page: Page) -> Response:
     form, mapping = _posted_mapping(page)
     if form.get("confirm") != "on":
         page.request = _with_query(page.request, resource=mapping.resource_id)
-        response = purge_page(page)
-        notice = _notice("error", "Tick the box to confirm the purge.")
-        return Response(
-            422, response.body.replace(b"<main>", b"<main>" + notice.encode(), 1), response.headers
-        )
+        return purge_page(page, _notice("error", "Tick the box to confirm the purge."))
     try:
         remove_mapping(page.svc, mapping.resource_id, purge=True)
     except Problem as problem:

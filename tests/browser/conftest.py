@@ -32,19 +32,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from sandbox import Sandbox
 from sandbox.platform import PlatformSim
 from tests.conftest import FUNCTION_KEY, ROOT, LocalHost, product_env
+from tests.e2e.test_status_page import CHROMIUM, CHROMIUM_FLAGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-# As root on a machine without outbound network: no sandbox, no GPU, and no background traffic
-# (without the last four, Chromium's own connections to Google are refused, many at a time).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The same browser and flags as the status page's DevTools test (headless is Playwright's own).
+CHROMIUM_ARGS = [f for f in CHROMIUM_FLAGS if f.startswith("--") and not f.startswith(
+    ("--headless", "--hide-scrollbars", "--window-size"))]  # fmt: skip
 DEVICES: dict[str, dict[str, Any]] = {
     "laptop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
